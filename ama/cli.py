@@ -1,0 +1,57 @@
+"""The ``ama`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ama import plan as plans
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ama", description="AMA Mesh: live Ask Me Anything rooms replicated across regions.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser(
+        "up",
+        help="start a whole cluster (three regions, core, edges) on this machine",
+        description=(
+            "Start a cluster on this machine and stay in the foreground until Ctrl-C. "
+            "The first run picks free ports and keeps them in DIR/plan.json; later runs on the "
+            "same data dir reuse them and keep every room. DIR/cluster.json is written once "
+            "every process is ready."
+        ),
+    )
+    up.add_argument("--data-dir", type=Path, default=Path("data"), help="directory for the plan, stores, logs and cluster.json (default: ./data)")
+    up.add_argument("--plan", type=Path, default=None, help="start this topology plan (JSON) instead of the default three regions")
+
+    plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
+    plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s ama: %(message)s")
+    if args.command == "up":
+        from ama.supervisor import UpError, run
+
+        try:
+            return run(args.data_dir, args.plan)
+        except (UpError, plans.PlanError, FileNotFoundError) as exc:
+            print(f"ama up: error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "plan":
+        if args.edges_per_region < 1:
+            print("ama plan: error: --edges-per-region must be at least 1", file=sys.stderr)
+            return 2
+        print(json.dumps(plans.default_plan(args.edges_per_region), indent=2))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

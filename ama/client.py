@@ -1,0 +1,162 @@
+"""A Python client of the ``/v1/ws`` protocol, for tests, drills and scripts.
+
+It keeps the view the edge sends (snapshot, patches, personal frames), an
+outbox of intents not yet committed, and every ack and error it received.
+It does not reconnect by itself; ``connect`` again and call ``resend``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+
+@dataclass
+class ClientState:
+    welcome: dict | None = None
+    room: dict = field(default_factory=dict)
+    questions: dict[str, dict] = field(default_factory=dict)
+    mine: dict[str, int] = field(default_factory=dict)
+    seq: int | None = None
+    acks: dict[str, set[str]] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+    snapshots: int = 0
+    patches: int = 0
+    # Monotonic time at which each question first showed each score, for latency measurements.
+    seen_scores: dict[tuple[str, int], float] = field(default_factory=dict)
+
+
+class AmaClient:
+    def __init__(self, url: str, token: str):
+        self.url = url
+        self.token = token
+        self.state = ClientState()
+        self.outbox: dict[str, dict] = {}
+        self.websocket: ClientConnection | None = None
+        self._reader: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+        self.close_code: int | None = None
+
+    async def connect(self, resume: bool = False) -> None:
+        self.websocket = await websockets.connect(self.url, max_size=None, compression=None, open_timeout=5)
+        hello = {"type": "hello", "token": self.token}
+        if resume and self.state.seq is not None:
+            hello["last_seq"] = self.state.seq
+        await self.websocket.send(json.dumps(hello))
+        self._reader = asyncio.create_task(self._read())
+        await self.wait_for(lambda state: state.welcome is not None and state.seq is not None, 10)
+
+    async def close(self) -> None:
+        if self.websocket is not None:
+            await self.websocket.close()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
+    async def _read(self) -> None:
+        try:
+            async for data in self.websocket:
+                self.handle(json.loads(data))
+                self._changed.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.close_code = self.websocket.close_code
+            self._changed.set()
+
+    def handle(self, frame: dict) -> None:
+        kind = frame["type"]
+        state = self.state
+        if kind == "welcome":
+            state.welcome = frame
+        elif kind == "snapshot":
+            state.snapshots += 1
+            state.room = frame["room"]
+            state.questions = {view["id"]: view for view in frame["questions"]}
+            state.mine = dict(frame["mine"])
+            state.seq = frame["seq"]
+            self._note_scores(frame["questions"])
+        elif kind == "patch":
+            state.patches += 1
+            state.seq = frame["seq"]
+            if "room" in frame:
+                state.room = frame["room"]
+            for view in frame["questions"]:
+                state.questions[view["id"]] = view
+            for question_id in frame["removed"]:
+                state.questions.pop(question_id, None)
+            self._note_scores(frame["questions"])
+        elif kind == "mine":
+            for question_id, value in frame["votes"].items():
+                if value:
+                    state.mine[question_id] = value
+                else:
+                    state.mine.pop(question_id, None)
+            for view in frame["questions"]:
+                state.questions[view["id"]] = view
+            for question_id in frame["removed"]:
+                state.questions.pop(question_id, None)
+        elif kind == "ack":
+            state.acks.setdefault(frame["id"], set()).add(frame["status"])
+            if frame["status"] == "committed":
+                self.outbox.pop(frame["id"], None)
+        elif kind == "error":
+            state.errors.append(frame)
+            if "id" in frame:
+                self.outbox.pop(frame["id"], None)
+
+    def _note_scores(self, views: list[dict]) -> None:
+        now = time.monotonic()
+        for view in views:
+            self.state.seen_scores.setdefault((view["id"], view["up"]), now)
+
+    async def send_intent(self, frame: dict) -> str:
+        frame.setdefault("id", str(uuid.uuid4()))
+        self.outbox[frame["id"]] = frame
+        await self.websocket.send(json.dumps(frame))
+        return frame["id"]
+
+    async def ask(self, text: str, anonymous: bool = False) -> str:
+        return await self.send_intent({"type": "ask", "text": text, "anonymous": anonymous})
+
+    async def vote(self, question: str, value: int) -> str:
+        return await self.send_intent({"type": "vote", "question": question, "value": value})
+
+    async def moderate(self, question: str, action: str) -> str:
+        return await self.send_intent({"type": "moderate", "question": question, "action": action})
+
+    async def settings(self, changes: dict) -> str:
+        return await self.send_intent({"type": "settings", "changes": changes})
+
+    async def resend(self) -> None:
+        for frame in list(self.outbox.values()):
+            await self.websocket.send(json.dumps(frame))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        await self.websocket.send(data)
+
+    async def wait_for(self, predicate: Callable[[ClientState], bool], timeout: float) -> None:
+        """Wait until ``predicate(state)`` holds; raise TimeoutError naming the wait otherwise."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.state):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"client of {self.url} waited {timeout} s; state: {self.describe()}")
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+
+    def acked(self, intent_id: str, status: str = "committed") -> bool:
+        return status in self.state.acks.get(intent_id, set())
+
+    def describe(self) -> str:
+        state = self.state
+        return f"questions={len(state.questions)} seq={state.seq} acks={len(state.acks)} errors={state.errors[-3:]} close={self.close_code}"

@@ -1,0 +1,188 @@
+"""The topology plan: regions, their NATS servers, region services, edges and ports.
+
+A plan is plain JSON so that ``ama up`` and Terraform's topology module can
+produce the same format. ``default_plan`` builds the three-region plan that
+``ama up`` runs on one machine; three regions keep JetStream's meta quorum
+when any one of them is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ama.subjects import check_token
+
+PLAN_VERSION = 1
+
+# Name, (latitude, longitude) in degrees: Ashburn, Frankfurt and Singapore.
+DEFAULT_REGIONS: list[tuple[str, tuple[float, float]]] = [
+    ("us-east", (39.04, -77.49)),
+    ("eu-central", (50.11, 8.68)),
+    ("ap-southeast", (1.35, 103.82)),
+]
+DEFAULT_CORE_REGION = "us-east"
+
+
+class PlanError(ValueError):
+    """A plan that cannot be started, with the field at fault named."""
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Ask the OS for ``count`` distinct free TCP ports on ``host``."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def great_circle_km(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Return the haversine distance between two (latitude, longitude) points, in km."""
+    lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))
+
+
+def home_order(location: tuple[float, float], regions: list[dict]) -> list[str]:
+    """Return region names ordered by distance from ``location``, nearest first."""
+    return [region["name"] for region in sorted(regions, key=lambda r: (great_circle_km(location, tuple(r["location"])), r["name"]))]
+
+
+def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1") -> dict:
+    """Build the local three-region plan with ports taken free from the OS."""
+    per_region = 4 + 1 + 2 * edges_per_region
+    ports = iter(free_ports(1 + per_region * len(DEFAULT_REGIONS), host))
+    regions = []
+    for name, location in DEFAULT_REGIONS:
+        regions.append({
+            "name": name,
+            "location": list(location),
+            "nats": [{
+                "name": f"{name}-nats-1",
+                "client_port": next(ports),
+                "cluster_port": next(ports),
+                "gateway_port": next(ports),
+                "monitor_port": next(ports),
+            }],
+            "region_services": [{"name": f"{name}-region-1", "http_port": next(ports)}],
+            "edges": [
+                {"name": f"{name}-edge-{i + 1}", "http_port": next(ports), "ws_port": next(ports), "location": list(location)}
+                for i in range(edges_per_region)
+            ],
+        })
+    for region in regions:
+        for edge in region["edges"]:
+            edge["home_regions"] = home_order(tuple(edge["location"]), regions)
+    plan = {"version": PLAN_VERSION, "host": host, "core_region": DEFAULT_CORE_REGION, "core": {"name": "core-1", "http_port": next(ports)}, "regions": regions}
+    validate(plan)
+    return plan
+
+
+def validate(plan: dict) -> None:
+    """Check a plan's structure; raise PlanError naming the first field at fault."""
+    if plan.get("version") != PLAN_VERSION:
+        raise PlanError(f"plan.version must be {PLAN_VERSION}, not {plan.get('version')!r}")
+    regions = plan.get("regions")
+    if not isinstance(regions, list) or not regions:
+        raise PlanError("plan.regions must be a non-empty list")
+    names = [region.get("name") for region in regions]
+    for name in names:
+        try:
+            check_token(str(name), "region name")
+        except ValueError as exc:
+            raise PlanError(f"plan.regions[].name: {exc}") from None
+    if len(set(names)) != len(names):
+        raise PlanError(f"plan.regions[].name must be unique, got {names}")
+    if plan.get("core_region") not in names:
+        raise PlanError(f"plan.core_region {plan.get('core_region')!r} is not one of the regions {names}")
+    for region in regions:
+        lat, lon = region.get("location", (None, None))
+        if not (isinstance(lat, (int, float)) and -90 <= lat <= 90 and isinstance(lon, (int, float)) and -180 <= lon <= 180):
+            raise PlanError(f"plan.regions[{region['name']}].location must be [latitude -90..90, longitude -180..180]")
+        for kind in ("nats", "region_services", "edges"):
+            if not region.get(kind):
+                raise PlanError(f"plan.regions[{region['name']}].{kind} must list at least one node")
+        for edge in region["edges"]:
+            unknown = set(edge.get("home_regions", [])) - set(names)
+            if unknown or not edge.get("home_regions"):
+                raise PlanError(f"plan.regions[{region['name']}].edges[{edge.get('name')}].home_regions must name known regions")
+
+
+def load(path: Path) -> dict:
+    try:
+        plan = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PlanError(f"cannot read plan {path}: {exc}") from exc
+    validate(plan)
+    return plan
+
+
+@dataclass(frozen=True)
+class View:
+    """Read-only accessors over a plan."""
+
+    plan: dict
+
+    @property
+    def host(self) -> str:
+        return self.plan.get("host", "127.0.0.1")
+
+    def region(self, name: str) -> dict:
+        for region in self.plan["regions"]:
+            if region["name"] == name:
+                return region
+        raise PlanError(f"no region named {name!r} in the plan")
+
+    def region_names(self) -> list[str]:
+        return [region["name"] for region in self.plan["regions"]]
+
+    def nats_urls(self, region: str) -> list[str]:
+        return [f"nats://{self.host}:{server['client_port']}" for server in self.region(region)["nats"]]
+
+    def nats_urls_in_order(self, regions: list[str]) -> list[str]:
+        return [url for name in regions for url in self.nats_urls(name)]
+
+    def region_of_url(self, url: str) -> str | None:
+        for name in self.region_names():
+            if url in self.nats_urls(name):
+                return name
+        return None
+
+    def edge(self, name: str) -> tuple[dict, dict]:
+        for region in self.plan["regions"]:
+            for edge in region["edges"]:
+                if edge["name"] == name:
+                    return region, edge
+        raise PlanError(f"no edge named {name!r} in the plan")
+
+    def edge_ws_url(self, edge: dict) -> str:
+        return f"ws://{self.host}:{edge['ws_port']}/v1/ws"
+
+    def edge_http_url(self, edge: dict) -> str:
+        return f"http://{self.host}:{edge['http_port']}"
+
+    def edge_ws_urls(self, region: str | None = None) -> list[str]:
+        regions = self.plan["regions"] if region is None else [self.region(region)]
+        return [self.edge_ws_url(edge) for r in regions for edge in r["edges"]]
+
+    def core_url(self) -> str:
+        return f"http://{self.host}:{self.plan['core']['http_port']}"
+
+    def all_ports(self) -> list[int]:
+        ports: list[Any] = [self.plan["core"]["http_port"]]
+        for region in self.plan["regions"]:
+            for server in region["nats"]:
+                ports += [server["client_port"], server["cluster_port"], server["gateway_port"], server["monitor_port"]]
+            ports += [service["http_port"] for service in region["region_services"]]
+            ports += [port for edge in region["edges"] for port in (edge["http_port"], edge["ws_port"])]
+        return ports

@@ -1,0 +1,477 @@
+"""The room model: one pycrdt document per room, intents applied to it, views read from it.
+
+Theory of operation
+-------------------
+Every replica of a room (edges, region services, the core) holds the same
+document layout:
+
+* ``meta``: ``title``, ``created_at``, ``pinned`` (a question id or ``""``) and
+  one key per setting (absent means the default in ``DEFAULT_SETTINGS``).
+* ``questions``: question id -> Map(text, author_id, author_name, created_at, status).
+* ``votes``: question id -> Map(user id -> 1, 0 or -1). The per-question Map is
+  created in the same transaction as its question, never lazily: two replicas
+  that both created it would keep only one of them and lose the other's votes.
+* ``intents``: intent id -> [user id, client id, first clock]. It makes every
+  intent idempotent across edges: an id seen before changes nothing more.
+
+Facts about pycrdt 0.14.13 this module relies on:
+
+* Map keys are never deleted. A deletion produces no new item, so the writer's
+  clock does not advance and a state vector cannot tell whether the core has
+  stored it. A vote of 0 is stored as 0 and an unpin as ``""``.
+* Integers come back as floats; readers convert them back.
+* Nothing writes to the document, applies to it or encodes it inside its
+  observer callbacks; the callbacks only record what changed, and
+  ``_settle`` acts on it after the transaction.
+* Recounting a question's votes is O(voters), which takes over a second at a
+  million votes, so totals are kept incrementally from map events and only a
+  question whose whole vote Map arrived at once is recounted.
+
+The model does no I/O and reads no clock: ``now_ms`` is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from ama.intents import (
+    MAX_TITLE_LENGTH,
+    QUESTION_LENGTH_RANGE,
+    Ask,
+    FrameError,
+    Intent,
+    Moderate,
+    Settings,
+    Vote,
+    normalize_text,
+)
+
+ROLES = ("audience", "moderator", "host")
+STAFF_ROLES = ("moderator", "host")
+STATUSES = ("pending", "live", "answered", "hidden")
+AUDIENCE_STATUSES = ("live", "answered")
+
+DEFAULT_SETTINGS: dict[str, bool | int] = {
+    "questions_open": True,
+    "pre_moderation": False,
+    "anonymous_allowed": True,
+    "downvotes_allowed": True,
+    "max_question_length": 300,
+}
+
+# Moderation action -> (statuses it may start from, status it sets).
+STATUS_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "approve": (("pending", "hidden", "live"), "live"),
+    "hide": (("pending", "live", "answered", "hidden"), "hidden"),
+    "answer": (("pending", "live", "answered"), "answered"),
+    "reopen": (("answered", "hidden", "live"), "live"),
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who sends an intent, as the verified token says."""
+
+    user_id: str
+    role: str
+    name: str
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF_ROLES
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The result of applying an intent to a replica.
+
+    ``update`` is the CRDT update to publish, or None when the intent was a
+    repeat of one applied before. The intent is stored durably once a commit
+    watermark's clock for ``client_id`` reaches ``commit_clock``.
+    """
+
+    intent_id: str
+    update: bytes | None
+    client_id: int
+    commit_clock: int
+
+
+@dataclass
+class Changes:
+    """What changed in the room since the last call to ``take_changes``."""
+
+    questions: set[str] = field(default_factory=set)
+    meta: bool = False
+    # (user id, question id) pairs whose vote changed.
+    votes: set[tuple[str, str]] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.questions or self.meta or self.votes)
+
+
+class Room:
+    """One replica of a room's document, with incremental vote totals."""
+
+    def __init__(self, room_id: str, client_id: int | None = None):
+        self.room_id = room_id
+        self.doc = Doc(client_id=client_id)
+        self.meta = self.doc.get("meta", type=Map)
+        self.questions = self.doc.get("questions", type=Map)
+        self.votes = self.doc.get("votes", type=Map)
+        self.intents = self.doc.get("intents", type=Map)
+        self.totals: dict[str, list[int]] = {}
+        self._changes = Changes()
+        self._recount: set[str] = set()
+        self._vote_deltas: list[tuple[str, str, int, int]] = []
+        self._local_updates: list[bytes] = []
+        self._subscriptions = [
+            self.questions.observe_deep(self._on_questions),
+            self.votes.observe_deep(self._on_votes),
+            self.meta.observe(self._on_meta),
+            self.doc.observe(self._on_transaction),
+        ]
+
+    @property
+    def client_id(self) -> int:
+        return self.doc.client_id
+
+    # -- replication -------------------------------------------------------
+
+    def apply_update(self, update: bytes) -> None:
+        """Apply an update produced by another replica."""
+        self.doc.apply_update(update)
+        self._local_updates.clear()
+        self._settle()
+
+    def state_vector(self) -> bytes:
+        return self.doc.get_state()
+
+    def diff(self, state_vector: bytes | None = None) -> bytes:
+        """Return the update that brings a replica at ``state_vector`` up to this one."""
+        if state_vector is None:
+            return self.doc.get_update()
+        return self.doc.get_update(state_vector)
+
+    # -- creating a room ---------------------------------------------------
+
+    def create(self, title: str, now_ms: int) -> bytes:
+        """Write the room's first state (title and creation time) and return the update."""
+        title = normalize_text(title, "title", MAX_TITLE_LENGTH)
+        with self.doc.transaction():
+            self.meta["title"] = title
+            self.meta["created_at"] = now_ms
+            self.meta["pinned"] = ""
+        return self._take_local_update()
+
+    # -- intents -----------------------------------------------------------
+
+    def apply_intent(self, intent: Intent, actor: Actor, now_ms: int) -> Applied:
+        """Apply one intent for ``actor``; raise FrameError when it is not allowed."""
+        seen = self.intents.get(intent.id)
+        if seen is not None:
+            return self._repeat(intent, actor, seen)
+        check = {Ask: self._check_ask, Vote: self._check_vote, Moderate: self._check_moderate, Settings: self._check_settings}
+        write = check[type(intent)](intent, actor)
+
+        first_clock = self._own_clock()
+        with self.doc.transaction():
+            write(now_ms)
+            self.intents[intent.id] = [actor.user_id, self.client_id, first_clock]
+        update = self._take_local_update()
+        return Applied(intent.id, update, self.client_id, self._own_clock())
+
+    def _repeat(self, intent: Intent, actor: Actor, seen: Any) -> Applied:
+        user_id, client_id, clock = str(seen[0]), int(seen[1]), int(seen[2])
+        if user_id != actor.user_id:
+            raise FrameError("id_conflict", "Another user already sent an intent with this id; choose a new UUID.", intent.id)
+        return Applied(intent.id, None, client_id, clock + 1)
+
+    def _check_ask(self, intent: Ask, actor: Actor):
+        if intent.id in self.questions:
+            raise FrameError("id_conflict", "A question with this id exists already; choose a new UUID.", intent.id)
+        if not self.setting("questions_open") and not actor.is_staff:
+            raise FrameError("questions_closed", "The host has closed questions in this room; you can still vote.", intent.id)
+        if intent.anonymous and not self.setting("anonymous_allowed"):
+            raise FrameError("anonymous_not_allowed", "This room does not allow anonymous questions; ask under your name.", intent.id)
+        text = normalize_text(intent.text, "text", int(self.setting("max_question_length")), intent.id)
+        status = "pending" if self.setting("pre_moderation") and not actor.is_staff else "live"
+
+        def write(now_ms: int) -> None:
+            self.questions[intent.id] = Map({
+                "text": text,
+                "author_id": actor.user_id,
+                "author_name": None if intent.anonymous else actor.name,
+                "created_at": now_ms,
+                "status": status,
+            })
+            self.votes[intent.id] = Map()
+
+        return write
+
+    def _check_vote(self, intent: Vote, actor: Actor):
+        question = self._visible_question(intent.question, actor, intent.id)
+        if question["status"] not in AUDIENCE_STATUSES:
+            raise FrameError("not_votable", f"Questions that are {question['status']} take no votes.", intent.id)
+        if intent.value == -1 and not self.setting("downvotes_allowed"):
+            raise FrameError("downvotes_disabled", "This room does not allow downvotes; vote 1 or 0.", intent.id)
+
+        def write(now_ms: int) -> None:
+            self.votes[intent.question][actor.user_id] = intent.value
+
+        return write
+
+    def _check_moderate(self, intent: Moderate, actor: Actor):
+        if not actor.is_staff:
+            raise FrameError("forbidden", "Only moderators and hosts can moderate questions.", intent.id)
+        question = self._visible_question(intent.question, actor, intent.id)
+        if intent.action in ("pin", "unpin"):
+            return self._pin_writer(intent, question["status"])
+        allowed_from, target = STATUS_TRANSITIONS[intent.action]
+        if question["status"] not in allowed_from:
+            raise FrameError("invalid_transition", f"Cannot {intent.action} a question that is {question['status']}.", intent.id)
+
+        def write(now_ms: int) -> None:
+            self.questions[intent.question]["status"] = target
+
+        return write
+
+    def _pin_writer(self, intent: Moderate, status: str):
+        if intent.action == "pin" and status not in AUDIENCE_STATUSES:
+            raise FrameError("invalid_transition", f"Only live or answered questions can be pinned, not {status} ones.", intent.id)
+        pinned = intent.question if intent.action == "pin" else ""
+        if intent.action == "unpin" and self.meta.get("pinned", "") != intent.question:
+            pinned = self.meta.get("pinned", "")
+
+        def write(now_ms: int) -> None:
+            self.meta["pinned"] = pinned
+
+        return write
+
+    def _check_settings(self, intent: Settings, actor: Actor):
+        if actor.role != "host":
+            raise FrameError("forbidden", "Only the host can change room settings.", intent.id)
+        if not intent.changes:
+            raise FrameError("invalid_settings", "Field 'changes' is empty; name at least one setting.", intent.id)
+        changes = {key: self._checked_setting(key, value, intent.id) for key, value in intent.changes.items()}
+
+        def write(now_ms: int) -> None:
+            for key, value in changes.items():
+                self.meta[key] = value
+
+        return write
+
+    @staticmethod
+    def _checked_setting(key: str, value: Any, intent_id: str) -> Any:
+        if key == "title":
+            if not isinstance(value, str):
+                raise FrameError("invalid_settings", "Setting 'title' must be a string.", intent_id)
+            return normalize_text(value, "title", MAX_TITLE_LENGTH, intent_id)
+        if key not in DEFAULT_SETTINGS:
+            known = ", ".join(["title", *DEFAULT_SETTINGS])
+            raise FrameError("invalid_settings", f"Unknown setting {key!r}; known settings are {known}.", intent_id)
+        expected = type(DEFAULT_SETTINGS[key])
+        if type(value) is not expected:
+            raise FrameError("invalid_settings", f"Setting {key!r} must be a {expected.__name__}.", intent_id)
+        if key == "max_question_length":
+            low, high = QUESTION_LENGTH_RANGE
+            if not low <= value <= high:
+                raise FrameError("invalid_settings", f"Setting 'max_question_length' must be from {low} to {high}.", intent_id)
+        return value
+
+    def _visible_question(self, question_id: str, actor: Actor, intent_id: str) -> dict:
+        question = self.questions.get(question_id)
+        view = None if question is None else self._question_fields(question)
+        if view is None or not self._visible(view, actor):
+            raise FrameError("unknown_question", "There is no such question in this room; refresh your view.", intent_id)
+        return view
+
+    # -- reading -------------------------------------------------------------
+
+    def setting(self, key: str) -> bool | int:
+        value = self.meta.get(key, DEFAULT_SETTINGS[key])
+        return int(value) if key == "max_question_length" else value
+
+    def room_view(self) -> dict:
+        """Return the room's title, settings and pinned question, as every client sees them."""
+        view = {key: self.setting(key) for key in DEFAULT_SETTINGS}
+        view["title"] = self.meta.get("title", "")
+        view["created_at"] = int(self.meta.get("created_at", 0))
+        view["pinned"] = self.meta.get("pinned", "") or None
+        view["id"] = self.room_id
+        return view
+
+    def question_view(self, question_id: str) -> dict | None:
+        question = self.questions.get(question_id)
+        if question is None:
+            return None
+        fields = self._question_fields(question)
+        up, down = self.totals.get(question_id, (0, 0))
+        return {
+            "id": question_id,
+            "text": fields["text"],
+            "author": fields["author_name"],
+            "created_at": fields["created_at"],
+            "status": fields["status"],
+            "up": up,
+            "down": down,
+            "score": up - down,
+            "pinned": self.meta.get("pinned", "") == question_id,
+        }
+
+    def author_of(self, question_id: str) -> str | None:
+        question = self.questions.get(question_id)
+        return None if question is None else question.get("author_id")
+
+    def visible_views(self, actor: Actor) -> list[dict]:
+        """Return every question view ``actor`` may see, in the room's order."""
+        views = []
+        for question_id in self.questions.keys():
+            view = self.question_view(question_id)
+            if self._visible_to(view, question_id, actor):
+                views.append(view)
+        views.sort(key=order_key)
+        return views
+
+    def my_votes(self, user_id: str) -> dict[str, int]:
+        mine = {}
+        for question_id, voters in self.votes.items():
+            value = voters.get(user_id)
+            if value:
+                mine[question_id] = int(value)
+        return mine
+
+    def vote_of(self, user_id: str, question_id: str) -> int:
+        voters = self.votes.get(question_id)
+        return 0 if voters is None else int(voters.get(user_id, 0))
+
+    def is_visible(self, view: dict, actor: Actor) -> bool:
+        return self._visible_to(view, view["id"], actor)
+
+    def _visible_to(self, view: dict, question_id: str, actor: Actor) -> bool:
+        if actor.is_staff or view["status"] in AUDIENCE_STATUSES:
+            return True
+        return view["status"] == "pending" and self.author_of(question_id) == actor.user_id
+
+    def _visible(self, fields: dict, actor: Actor) -> bool:
+        if actor.is_staff or fields["status"] in AUDIENCE_STATUSES:
+            return True
+        return fields["status"] == "pending" and fields["author_id"] == actor.user_id
+
+    @staticmethod
+    def _question_fields(question: Map) -> dict:
+        return {
+            "text": question.get("text", ""),
+            "author_id": question.get("author_id"),
+            "author_name": question.get("author_name"),
+            "created_at": int(question.get("created_at", 0)),
+            "status": question.get("status", "pending"),
+        }
+
+    def export(self) -> dict:
+        """Return every question with its totals and status, for the host's export."""
+        views = [self.question_view(question_id) for question_id in self.questions.keys()]
+        views.sort(key=order_key)
+        return {"room": self.room_view(), "questions": views}
+
+    def count_votes(self, question_id: str) -> tuple[int, int]:
+        """Count a question's votes from scratch: O(voters), for checks and recounts."""
+        voters = self.votes.get(question_id)
+        values = [] if voters is None else [int(value) for value in voters.values()]
+        return values.count(1), values.count(-1)
+
+    # -- change tracking -----------------------------------------------------
+
+    def take_changes(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        return changes
+
+    def _own_clock(self) -> int:
+        return decode_state_vector(self.doc.get_state()).get(self.client_id, 0)
+
+    def _take_local_update(self) -> bytes:
+        updates, self._local_updates = self._local_updates, []
+        self._settle()
+        if len(updates) == 1:
+            return updates[0]
+        from pycrdt import merge_updates
+
+        return merge_updates(*updates)
+
+    def _on_transaction(self, event) -> None:
+        self._local_updates.append(event.update)
+
+    def _on_questions(self, events) -> None:
+        for event in events:
+            path = event.path
+            if path:
+                self._changes.questions.add(str(path[0]))
+            else:
+                self._changes.questions.update(str(key) for key in event.keys)
+
+    def _on_votes(self, events) -> None:
+        for event in events:
+            path = event.path
+            if not path:
+                self._recount.update(str(key) for key in event.keys)
+                continue
+            question_id = str(path[0])
+            for user_id, change in event.keys.items():
+                old = int(change.get("oldValue") or 0)
+                new = int(change.get("newValue") or 0)
+                self._vote_deltas.append((question_id, str(user_id), old, new))
+
+    def _on_meta(self, event) -> None:
+        self._changes.meta = True
+        change = event.keys.get("pinned")
+        if change is not None:
+            for question_id in (change.get("oldValue"), change.get("newValue")):
+                if question_id:
+                    self._changes.questions.add(str(question_id))
+
+    def _settle(self) -> None:
+        """Fold the vote events of the last transaction into the totals."""
+        recount, self._recount = self._recount, set()
+        deltas, self._vote_deltas = self._vote_deltas, []
+        for question_id in recount:
+            self.totals[question_id] = list(self.count_votes(question_id))
+            self._changes.questions.add(question_id)
+            voters = self.votes.get(question_id)
+            if voters is not None:
+                self._changes.votes.update((str(user_id), question_id) for user_id in voters.keys())
+        for question_id, user_id, old, new in deltas:
+            self._changes.votes.add((user_id, question_id))
+            if question_id in recount:
+                continue
+            totals = self.totals.setdefault(question_id, [0, 0])
+            totals[0] += (new == 1) - (old == 1)
+            totals[1] += (new == -1) - (old == -1)
+            self._changes.questions.add(question_id)
+
+
+def order_key(view: dict) -> tuple:
+    """Sort key of the room's question order: score (highest first), then creation time, then id."""
+    return (-view["score"], view["created_at"], view["id"])
+
+
+def decode_state_vector(state_vector: bytes) -> dict[int, int]:
+    """Decode a Yjs state vector (lib0 var-uints: count, then client and clock pairs)."""
+    values = []
+    number = shift = 0
+    for byte in state_vector:
+        number |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            values.append(number)
+            number = shift = 0
+    if not values or len(values) != 1 + 2 * values[0]:
+        raise ValueError("malformed state vector")
+    pairs = values[1:]
+    return {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
+
+
+def covers(state_vector: dict[int, int], client_id: int, clock: int) -> bool:
+    """Tell whether a decoded state vector holds every item of ``client_id`` below ``clock``."""
+    return state_vector.get(client_id, 0) >= clock

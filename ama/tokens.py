@@ -1,0 +1,125 @@
+"""Room tokens: EdDSA-signed JWTs issued by the core and verified offline at edges.
+
+Claims: ``sub`` (user id), ``room``, ``role`` (audience, moderator, host),
+``name`` (display name), ``iat`` and ``exp`` (seconds since the epoch), and
+``iss`` fixed to ``ama-core``. The key id (``kid``) in the header names the
+JWKS key that verifies the token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from jwt.algorithms import OKPAlgorithm
+
+from ama.room import ROLES
+
+ISSUER = "ama-core"
+ALGORITHM = "EdDSA"
+DEFAULT_TTL_S = 12 * 3600
+
+
+class TokenError(Exception):
+    """A token that cannot be honoured; ``code`` is the stable client-facing code."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Claims:
+    user: str
+    room: str
+    role: str
+    name: str
+    expires_at: int
+
+
+class Signer:
+    """Holds the core's signing key (created once in the data directory) and issues tokens."""
+
+    def __init__(self, key: Ed25519PrivateKey, key_id: str):
+        self.key = key
+        self.key_id = key_id
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> "Signer":
+        if path.exists():
+            stored = json.loads(path.read_text())
+            key = serialization.load_pem_private_key(stored["pem"].encode(), password=None)
+            return cls(key, stored["kid"])
+        key = Ed25519PrivateKey.generate()
+        key_id = secrets.token_hex(8)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            json.dump({"kid": key_id, "pem": pem.decode()}, file)
+        return cls(key, key_id)
+
+    def issue(self, user: str, room: str, role: str, name: str, now: float | None = None, ttl_s: int = DEFAULT_TTL_S) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        issued = int(time.time() if now is None else now)
+        claims = {"sub": user, "room": room, "role": role, "name": name, "iat": issued, "exp": issued + ttl_s, "iss": ISSUER}
+        return jwt.encode(claims, self.key, algorithm=ALGORITHM, headers={"kid": self.key_id})
+
+    def jwks(self) -> dict:
+        jwk = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.key_id, "use": "sig", "alg": ALGORITHM})
+        return {"keys": [jwk]}
+
+
+class Verifier:
+    """Verifies tokens against a JWKS document; unknown key ids ask for a refresh."""
+
+    def __init__(self, jwks: dict | None = None):
+        self.keys: dict[str, object] = {}
+        if jwks:
+            self.load(jwks)
+
+    def load(self, jwks: dict) -> None:
+        keys = {}
+        for entry in jwk_set(jwks):
+            keys[entry.key_id] = entry.key
+        self.keys = keys
+
+    def key_id_of(self, token: str) -> str:
+        try:
+            return jwt.get_unverified_header(token).get("kid", "")
+        except jwt.PyJWTError:
+            raise TokenError("invalid_token", "The token is malformed; join the room again to get a new one.") from None
+
+    def knows(self, token: str) -> bool:
+        return self.key_id_of(token) in self.keys
+
+    def verify(self, token: str) -> Claims:
+        key = self.keys.get(self.key_id_of(token))
+        if key is None:
+            raise TokenError("invalid_token", "The token was signed with an unknown key; join the room again.")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[ALGORITHM], issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("token_expired", "The token has expired; join the room again to get a new one.") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError("invalid_token", f"The token is invalid ({exc}); join the room again.") from None
+        if claims.get("role") not in ROLES or not isinstance(claims.get("room"), str):
+            raise TokenError("invalid_token", "The token lacks a valid room or role; join the room again.")
+        return Claims(claims["sub"], claims["room"], claims["role"], str(claims.get("name", "")), int(claims["exp"]))
+
+
+def jwk_set(jwks: dict) -> list[jwt.PyJWK]:
+    return list(jwt.PyJWKSet.from_dict(jwks).keys)

@@ -1,0 +1,224 @@
+"""The core's HTTP API: rooms, joining, keys and exports."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ama.intents import MAX_NAME_LENGTH, MAX_TITLE_LENGTH, FrameError, normalize_text
+from ama.plan import View
+from ama.replication import Replica
+from ama.room import Room
+from ama.tokens import Signer, TokenError, Verifier
+from core.service import CoreReplicas, now_ms
+from core.store import NewUpdate, RoomRecord
+
+log = logging.getLogger("ama.core.http")
+
+# Join codes: 8 characters from an alphabet without look-alikes (no 0/O, 1/I/L),
+# 30**8 (about 6.6e11) codes, shown as XXXX-XXXX.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ2345679"
+CODE_LENGTH = 8
+ROOM_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+ROOM_ID_LENGTH = 12
+MAX_BODY_BYTES = 16 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def new_code() -> str:
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    return f"{code[:4]}-{code[4:]}"
+
+
+def normalize_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+@dataclass
+class CoreState:
+    view: View
+    signer: Signer
+    verifier: Verifier
+    admin_token: str
+    replicas: CoreReplicas
+
+    @property
+    def store(self):
+        return self.replicas.store
+
+
+def build_app(state: CoreState) -> Starlette:
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "service": "core"})
+
+    async def jwks(request: Request) -> JSONResponse:
+        return JSONResponse(state.signer.jwks(), headers={"Cache-Control": "max-age=60"})
+
+    async def create_room(request: Request) -> JSONResponse:
+        host_user = _authorize_creator(request, state)
+        body = await _json_body(request)
+        title = _text_field(body, "title", MAX_TITLE_LENGTH)
+        room_id = "".join(secrets.choice(ROOM_ID_ALPHABET) for _ in range(ROOM_ID_LENGTH))
+        code = new_code()
+        replica = Replica(Room(room_id))
+        created = now_ms()
+        genesis = replica.room.create(title, created)
+        message = replica.publishable(genesis)
+        record = RoomRecord(room_id, title, normalize_code(code), host_user, created)
+        try:
+            await state.store.create_room(record, NewUpdate(room_id, message.producer, message.seq, genesis, "core"), created)
+        except sqlite3.IntegrityError:
+            raise ApiError(503, "try_again", "A room id or code collided; send the request again.") from None
+        host_token = state.signer.issue(host_user, room_id, "host", "Host")
+        log.info("room=%s created by user=%s", room_id, host_user)
+        return JSONResponse({"room": room_id, "code": code, "host_token": host_token, "title": title, "user": host_user}, status_code=201)
+
+    async def room_info(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        return JSONResponse({"room": record.room, "title": record.title})
+
+    async def join(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        body = await _json_body(request)
+        code = body.get("code")
+        if not isinstance(code, str) or not code.strip():
+            raise ApiError(400, "missing_code", "Field 'code' is missing; enter the room's join code.")
+        if not hmac.compare_digest(normalize_code(code).encode(), record.code.encode()):
+            raise ApiError(403, "wrong_code", "The join code does not match this room; check the code and try again.")
+        name = _text_field(body, "name", MAX_NAME_LENGTH)
+        user = "u_" + secrets.token_hex(8)
+        token = state.signer.issue(user, record.room, "audience", name)
+        log.info("room=%s joined by user=%s", record.room, user)
+        return JSONResponse({"token": token, "edges": edge_urls(state.view), "room": record.room, "user": user, "title": record.title})
+
+    async def export(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        _authorize_host(request, state, record.room)
+        replica = await state.replicas.get(record.room)
+        body = replica.room.export()
+        body["exported_at"] = now_ms()
+        return JSONResponse(body)
+
+    async def host_token(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        token = _bearer(request)
+        if token is None or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
+            raise ApiError(403, "forbidden", "Only the admin token can issue host tokens for an existing room.")
+        return JSONResponse({"token": state.signer.issue(record.host_user, record.room, "host", "Host"), "room": record.room})
+
+    async def handle_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/.well-known/jwks.json", jwks),
+        Route("/v1/rooms", create_room, methods=["POST"]),
+        Route("/v1/rooms/{room}", room_info),
+        Route("/v1/rooms/{room}/join", join, methods=["POST"]),
+        Route("/v1/rooms/{room}/export", export),
+        Route("/v1/rooms/{room}/host-token", host_token, methods=["POST"]),
+    ]
+    # Browsers load the UI from an edge's origin and call the core from it;
+    # requests carry tokens in headers, never cookies, so any origin may call.
+    middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={ApiError: handle_api_error})
+
+
+def edge_urls(view: View) -> list[str]:
+    """Return every edge's WebSocket URL, the core's region first.
+
+    TODO: order by the client's location once geo routing exists; until then
+    every client gets the plan's region order.
+    """
+    order = [view.plan["core_region"]] + [name for name in view.region_names() if name != view.plan["core_region"]]
+    return [url for region in order for url in view.edge_ws_urls(region)]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _authorize_creator(request: Request, state: CoreState) -> str:
+    """Return the user id who creates a room: the admin token makes a new host, a host token keeps its user."""
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(401, "missing_token", "Send 'Authorization: Bearer TOKEN' with the admin token or a host token.")
+    if hmac.compare_digest(token.encode(), state.admin_token.encode()):
+        return "h_" + secrets.token_hex(8)
+    claims = _verify(token, state)
+    if claims.role != "host":
+        raise ApiError(403, "forbidden", "Only the admin token or a host token can create rooms.")
+    return claims.user
+
+
+def _authorize_host(request: Request, state: CoreState, room: str) -> None:
+    token = _bearer(request)
+    if token is None:
+        raise ApiError(401, "missing_token", "Send 'Authorization: Bearer TOKEN' with the room's host token.")
+    if hmac.compare_digest(token.encode(), state.admin_token.encode()):
+        return
+    claims = _verify(token, state)
+    if claims.role != "host" or claims.room != room:
+        raise ApiError(403, "forbidden", "Only this room's host can export it.")
+
+
+def _verify(token: str, state: CoreState):
+    try:
+        return state.verifier.verify(token)
+    except TokenError as exc:
+        raise ApiError(401, exc.code, exc.message) from None
+
+
+async def _room_or_404(request: Request, state: CoreState) -> RoomRecord:
+    room = request.path_params["room"]
+    record = await state.store.room(room)
+    if record is None:
+        raise ApiError(404, "unknown_room", f"There is no room {room!r}; check the link.")
+    return record
+
+
+async def _json_body(request: Request) -> dict:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"Request bodies are limited to {MAX_BODY_BYTES} bytes.")
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON; send a JSON object.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def _text_field(body: dict, field: str, max_length: int) -> str:
+    value = body.get(field)
+    if not isinstance(value, str):
+        raise ApiError(400, f"missing_{field}", f"Field {field!r} is missing or not a string.")
+    try:
+        return normalize_text(value, field, max_length)
+    except FrameError as exc:
+        raise ApiError(400, exc.code, exc.message) from None

@@ -1,0 +1,69 @@
+"""Run the core: ``python -m core.main --plan PLAN --data-dir DIR``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from ama import logs, plan as plans
+from ama.natsutil import connect
+from ama.runtime import serve_http, stop_on_signals
+from ama.tokens import Signer, Verifier
+from core.app import CoreState, build_app
+from core.service import CoreReplicas, Ingest
+from core.store import SQLiteStore
+
+log = logging.getLogger("ama.core")
+
+
+def load_admin_token(path: Path) -> str:
+    """Read the admin token, creating it (mode 0600) on first start."""
+    if path.exists():
+        return path.read_text().strip()
+    token = "adm_" + secrets.token_urlsafe(32)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    return token
+
+
+async def run(plan_path: Path, data_dir: Path) -> None:
+    view = plans.View(plans.load(plan_path))
+    region = view.plan["core_region"]
+    logs.setup(view.plan["core"]["name"], region)
+    stop = stop_on_signals()
+    data_dir.mkdir(parents=True, exist_ok=True)
+
+    store = SQLiteStore(data_dir / "core.sqlite3")
+    await store.open()
+    signer = Signer.load_or_create(data_dir / "signing-key.json")
+    state = CoreState(view, signer, Verifier(signer.jwks()), load_admin_token(data_dir / "admin-token"), CoreReplicas(store))
+    order = [region] + [name for name in view.region_names() if name != region]
+    nc = await connect(view.nats_urls_in_order(order), name=view.plan["core"]["name"])
+    ingest = Ingest(nc, state.replicas, view.region_names())
+    log.info("core starting http_port=%d", view.plan["core"]["http_port"])
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            ingest_task = tasks.create_task(ingest.run())
+            await serve_http(build_app(state), view.host, view.plan["core"]["http_port"], stop)
+            ingest_task.cancel()
+    finally:
+        await nc.close()
+        await store.close()
+        log.info("core stopped")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m core.main", description="Run the AMA Mesh core service.")
+    parser.add_argument("--plan", type=Path, required=True, help="topology plan JSON written by ama up")
+    parser.add_argument("--data-dir", type=Path, required=True, help="directory of the core's database and keys")
+    args = parser.parse_args()
+    asyncio.run(run(args.plan, args.data_dir))
+
+
+if __name__ == "__main__":
+    main()

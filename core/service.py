@@ -1,0 +1,212 @@
+"""The core's replication side: ingest every region's stream, store, publish commit watermarks.
+
+Theory of operation
+-------------------
+Each region's JetStream stream holds the updates its edges produced. The core
+keeps one durable pull consumer per region stream. A fetched batch is stored in
+one SQLite transaction (deduplicated by update hash) and only then acked, so a
+crash between the two re-delivers the batch and the hash makes that harmless.
+
+Stored updates are also applied, in producer order, to the core's own replica
+of each room. Its state vector is the commit watermark: everything it covers
+is in the log. The core publishes the watermark of every room that changed,
+on a short tick, and republishes recently active rooms' watermarks every
+second so that an edge that missed one (core NATS is at-most-once) catches up.
+
+Rooms are rebuilt from stored CRDT updates (a snapshot, then the log after
+it), never from exported rows: a rebuilt document with new item ids would
+duplicate every question when merged with the replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import nats.errors
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from ama import subjects
+from ama.replication import Replica, SyncMessage, decode_update, encode
+from ama.room import Room
+from core.store import NewUpdate, Snapshot, SQLiteStore
+
+log = logging.getLogger("ama.core.ingest")
+
+FETCH_BATCH = 512
+FETCH_TIMEOUT_S = 1.0
+WATERMARK_TICK_S = 0.05
+WATERMARK_REFRESH_S = 1.0
+ACTIVE_ROOM_S = 120.0
+SNAPSHOT_EVERY = 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class CoreReplicas:
+    """The core's replica of each room, loaded from the store on first use."""
+
+    def __init__(self, store: SQLiteStore):
+        self.store = store
+        self.replicas: dict[str, Replica] = {}
+        self.last_ids: dict[str, int] = {}
+        self.since_snapshot: dict[str, int] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+
+    async def get(self, room_id: str) -> Replica:
+        replica = self.replicas.get(room_id)
+        if replica is not None:
+            return replica
+        lock = self._loading.setdefault(room_id, asyncio.Lock())
+        async with lock:
+            if room_id not in self.replicas:
+                self.replicas[room_id] = await self._load(room_id)
+        return self.replicas[room_id]
+
+    async def _load(self, room_id: str) -> Replica:
+        replica = Replica(Room(room_id))
+        snapshot = await self.store.snapshot(room_id)
+        last_id = 0
+        if snapshot is not None:
+            replica.apply_unordered(snapshot.state)
+            replica.delivery.merge(snapshot.seqs)
+            last_id = snapshot.last_update_id
+        stored = await self.store.updates_after(room_id, last_id)
+        for update in stored:
+            self._apply(replica, update.producer, update.seq, update.data)
+        if replica.delivery.has_gap:
+            # NOTE: a gap in the stored log means a producer's earlier update
+            # never reached the core; apply what is held anyway, since losing
+            # stored content is worse than the small risk of out-of-order loss.
+            log.warning("room=%s rebuilt with %d updates out of producer order", room_id, len(replica.delivery.held))
+            for update in list(replica.delivery.held.values()):
+                replica.apply_unordered(update)
+            replica.delivery.held.clear()
+        self.last_ids[room_id] = stored[-1].id if stored else last_id
+        self.since_snapshot[room_id] = len(stored)
+        log.info("room=%s loaded from store updates=%d snapshot=%s", room_id, len(stored), snapshot is not None)
+        return replica
+
+    @staticmethod
+    def _apply(replica: Replica, producer: int, seq: int, data: bytes) -> None:
+        for update in replica.delivery.offer(producer, seq, data):
+            replica.room.apply_update(update)
+
+    async def add_stored(self, room_id: str, log_id: int, producer: int, seq: int, data: bytes) -> None:
+        replica = await self.get(room_id)
+        self._apply(replica, producer, seq, data)
+        self.last_ids[room_id] = max(self.last_ids.get(room_id, 0), log_id)
+        self.since_snapshot[room_id] = self.since_snapshot.get(room_id, 0) + 1
+        if self.since_snapshot[room_id] >= SNAPSHOT_EVERY and not replica.delivery.has_gap:
+            await self.snapshot(room_id)
+
+    async def snapshot(self, room_id: str) -> None:
+        replica = self.replicas[room_id]
+        snapshot = Snapshot(self.last_ids[room_id], replica.room.diff(), dict(replica.delivery.seqs))
+        await self.store.save_snapshot(room_id, snapshot, now_ms())
+        self.since_snapshot[room_id] = 0
+        log.info("room=%s snapshot at update=%d", room_id, snapshot.last_update_id)
+
+
+class Ingest:
+    """Consumes every region's update stream into the store and publishes watermarks."""
+
+    def __init__(self, nc: Client, replicas: CoreReplicas, regions: list[str]):
+        self.nc = nc
+        self.js = nc.jetstream(timeout=5)
+        self.replicas = replicas
+        self.regions = regions
+        self.dirty: set[str] = set()
+        self.active: dict[str, float] = {}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for region in self.regions:
+                tasks.create_task(self._consume(region))
+            tasks.create_task(self._publish_watermarks())
+            tasks.create_task(self._serve_loads())
+
+    async def _consume(self, region: str) -> None:
+        subscription = None
+        while subscription is None:
+            try:
+                subscription = await self.js.pull_subscribe(
+                    subjects.updates_of_region(region), durable=subjects.core_consumer(region), stream=subjects.stream(region)
+                )
+            except (NotFoundError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.info("stream=%s not ready, retrying: %s", subjects.stream(region), exc or type(exc).__name__)
+                await asyncio.sleep(1)
+        log.info("consuming stream=%s", subjects.stream(region))
+        while True:
+            try:
+                messages = await subscription.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                continue
+            except nats.errors.Error as exc:
+                log.warning("fetch from stream=%s failed, retrying: %s", subjects.stream(region), exc)
+                await asyncio.sleep(0.5)
+                continue
+            await self._store_batch(region, messages)
+
+    async def _store_batch(self, region: str, messages: list) -> None:
+        updates = []
+        for message in messages:
+            try:
+                envelope = decode_update(message.data)
+                subjects.check_token(envelope.room, "room id")
+            except ValueError as exc:
+                log.error("stream=%s dropped an undecodable message seq=%s: %s", subjects.stream(region), message.metadata.sequence.stream, exc)
+                updates.append(None)
+                continue
+            updates.append(NewUpdate(envelope.room, envelope.producer, envelope.seq, envelope.update, region))
+        stored = await self.replicas.store.append([u for u in updates if u is not None], now_ms())
+        log_ids = iter(stored)
+        for update in updates:
+            if update is None:
+                continue
+            log_id = next(log_ids)
+            if log_id is not None:
+                await self.replicas.add_stored(update.room, log_id, update.producer, update.seq, update.data)
+            self._touch(update.room)
+        for message in messages:
+            await message.ack()
+
+    def _touch(self, room_id: str) -> None:
+        self.dirty.add(room_id)
+        self.active[room_id] = time.monotonic()
+
+    async def _publish_watermarks(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(WATERMARK_TICK_S)
+            rooms, self.dirty = self.dirty, set()
+            now = time.monotonic()
+            if now - last_refresh >= WATERMARK_REFRESH_S:
+                last_refresh = now
+                self.active = {room: seen for room, seen in self.active.items() if now - seen < ACTIVE_ROOM_S}
+                rooms |= set(self.active)
+            for room_id in rooms:
+                replica = self.replicas.replicas.get(room_id)
+                if replica is None:
+                    continue
+                try:
+                    await self.nc.publish(subjects.watermark(room_id), replica.room.state_vector())
+                except nats.errors.Error as exc:
+                    log.warning("room=%s watermark publish failed: %s", room_id, exc)
+
+    async def _serve_loads(self) -> None:
+        async def answer(message) -> None:
+            room_id = message.subject.rsplit(".", 1)[-1]
+            if await self.replicas.store.room(room_id) is None:
+                await self.nc.publish(message.reply, b"", headers={"Ama-Error": "unknown_room"})
+                return
+            replica = await self.replicas.get(room_id)
+            self.active[room_id] = time.monotonic()
+            answer = SyncMessage(room_id, replica.room.state_vector(), dict(replica.delivery.seqs), replica.room.diff())
+            await message.respond(encode(answer))
+
+        await self.nc.subscribe(subjects.CORE_LOAD_ALL, queue="core", cb=answer)

@@ -1,0 +1,43 @@
+"""The edge's HTTP side: the web UI, its configuration and health."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.responses import FileResponse, JSONResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from edge.node import EdgeNode
+
+STATIC = Path(__file__).parent / "static"
+
+# The UI loads nothing from elsewhere; sockets and API calls go to the edges
+# and the core, which the page learns from /v1/config.
+CONTENT_SECURITY_POLICY = "default-src 'self'; connect-src 'self' http: https: ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+
+def build_app(node: EdgeNode) -> Starlette:
+    async def index(request):
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"})
+
+    async def config(request):
+        return JSONResponse({
+            "core": node.view.core_url(),
+            "ws": node.view.edge_ws_url(node.config),
+            "edge": node.name,
+            "region": node.current_region(),
+        })
+
+    async def healthz(request):
+        if node.nc is None or not node.nc.is_connected or not node.accepting:
+            return JSONResponse({"status": "unavailable", "service": "edge"}, status_code=503)
+        return JSONResponse({"status": "ok", "service": "edge", "edge": node.name, "home_region": node.current_region(), "rooms": len(node.rooms)})
+
+    return Starlette(routes=[
+        Route("/", index),
+        Route("/v1/config", config),
+        Route("/healthz", healthz),
+        Mount("/", StaticFiles(directory=STATIC), name="static"),
+    ])

@@ -1,0 +1,120 @@
+"""An edge node: its NATS connection, its home region, its open rooms and the core's keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+
+from ama import plan as plans
+from ama.natsutil import connect, connected_url
+from ama.tokens import Claims, TokenError, Verifier
+from edge.rooms import EdgeRoom
+
+log = logging.getLogger("ama.edge")
+
+ROOM_IDLE_S = 60.0
+ROOM_OPEN_TIMEOUT_S = 5.0
+JWKS_REFRESH_MIN_S = 10.0
+
+
+class EdgeNode:
+    def __init__(self, view: plans.View, name: str):
+        self.view = view
+        self.name = name
+        region, edge = view.edge(name)
+        self.region = region["name"]
+        self.config = edge
+        self.home_regions: list[str] = edge["home_regions"]
+        self.nc = None
+        self.js = None
+        self.rooms: dict[str, EdgeRoom] = {}
+        self._opening: dict[str, asyncio.Task] = {}
+        self.verifier = Verifier()
+        self._jwks_fetched_at = 0.0
+        self.accepting = True
+
+    # -- NATS ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.refresh_keys(force=True)
+        servers = self.view.nats_urls_in_order(self.home_regions)
+        self.nc = await connect(servers, name=self.name, on_reconnected=self._on_reconnected)
+        self.js = self.nc.jetstream(timeout=5)
+        log.info("edge connected home_region=%s", self.current_region())
+
+    def current_region(self) -> str:
+        """Return the region of the NATS server this edge is connected to: its home region now."""
+        url = connected_url(self.nc) if self.nc is not None else None
+        return (url and self.view.region_of_url(url)) or self.home_regions[0]
+
+    async def _on_reconnected(self) -> None:
+        log.info("edge re-synced rooms=%d after reconnect home_region=%s", len(self.rooms), self.current_region())
+        for room in list(self.rooms.values()):
+            room.sync_needed.set()
+
+    async def stop(self) -> None:
+        for room in list(self.rooms.values()):
+            await room.close()
+        if self.nc is not None:
+            await self.nc.close()
+
+    # -- keys ----------------------------------------------------------------
+
+    async def refresh_keys(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._jwks_fetched_at < JWKS_REFRESH_MIN_S:
+            return
+        self._jwks_fetched_at = now
+        url = self.view.core_url() + "/.well-known/jwks.json"
+        try:
+            jwks = await asyncio.to_thread(_fetch_json, url)
+        except OSError as exc:
+            log.warning("fetching keys from %s failed: %s", url, exc)
+            return
+        self.verifier.load(jwks)
+
+    async def verify(self, token: str) -> Claims:
+        if not self.verifier.knows(token):
+            await self.refresh_keys()
+        return self.verifier.verify(token)
+
+    # -- rooms ---------------------------------------------------------------
+
+    async def open_room(self, room_id: str) -> EdgeRoom:
+        room = self.rooms.get(room_id)
+        if room is not None and room.ready.is_set():
+            return room
+        task = self._opening.get(room_id)
+        if task is None:
+            task = self._opening[room_id] = asyncio.create_task(self._open(room_id))
+        return await asyncio.wait_for(asyncio.shield(task), ROOM_OPEN_TIMEOUT_S)
+
+    async def _open(self, room_id: str) -> EdgeRoom:
+        try:
+            room = EdgeRoom(room_id, self)
+            await room.open()
+            self.rooms[room_id] = room
+            return room
+        finally:
+            self._opening.pop(room_id, None)
+
+    async def close_idle_rooms(self) -> None:
+        while True:
+            await asyncio.sleep(ROOM_IDLE_S / 4)
+            now = time.monotonic()
+            for room_id, room in list(self.rooms.items()):
+                idle = room.idle_since is not None and now - room.idle_since > ROOM_IDLE_S
+                if idle and room.outbox.empty() and not room.commits:
+                    del self.rooms[room_id]
+                    await room.close()
+
+
+def _fetch_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return json.load(response)
+
+
+__all__ = ["EdgeNode", "TokenError"]

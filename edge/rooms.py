@@ -1,0 +1,291 @@
+"""An edge's replica of one room: local intents out, everyone else's updates in, views to sockets.
+
+Theory of operation
+-------------------
+* Opening a room subscribes to its updates and watermark, then runs a
+  two-way state-vector sync with the home region before any client gets a
+  snapshot. A sync runs again after every NATS reconnect, on a detected gap,
+  and every ``SYNC_EVERY_S`` as anti-entropy.
+* A local intent is applied to the replica at once. Its update goes into an
+  ordered outbox; one publisher sends each update to the home region's stream
+  and waits for the stream's acknowledgement before the next, so a producer's
+  updates are stored in order. Only then is the intent acked ``accepted``;
+  it is acked ``committed`` once the core's watermark covers its clock.
+* Views go out on a short tick: one patch per audience class, written as the
+  same bytes to every socket of that class. A socket whose send buffer is
+  over ``STALE_BYTES`` skips patches and gets a fresh snapshot once it drains;
+  one that stays stuck for ``STUCK_S`` is closed with 4001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import nats.errors
+
+from ama import subjects
+from ama.replication import Replica, decode_sync, decode_update, encode as encode_message
+from ama.room import Actor, Room, covers, decode_state_vector
+from edge.views import AUDIENCE, STAFF, ClassView, class_of, encode, personal_frame, personal_refresh
+
+log = logging.getLogger("ama.edge.room")
+
+TICK_S = 0.02
+SYNC_EVERY_S = 5.0
+SYNC_TIMEOUT_S = 1.0
+PUBLISH_TIMEOUT_S = 2.0
+STALE_BYTES = 256 * 1024
+STUCK_S = 10.0
+CLOSE_SLOW = 4001
+STEP_HEADER = "Ama-Step"
+
+
+@dataclass(eq=False)
+class Client:
+    """One joined socket."""
+
+    conn_id: str
+    actor: Actor
+    websocket: object
+    audience_class: str = AUDIENCE
+    stale_since: float | None = None
+
+    def write(self, data: bytes, force: bool = False) -> bool:
+        """Queue one text frame without waiting; return False when the socket is too far behind.
+
+        ``force`` writes even then: acks and errors are small and must not be skipped.
+        """
+        websocket = self.websocket
+        if websocket.protocol.state.name != "OPEN":
+            return True
+        if not force and websocket.transport.get_write_buffer_size() > STALE_BYTES:
+            return False
+        websocket.protocol.send_text(data)
+        websocket.send_data()
+        return True
+
+
+@dataclass
+class PendingCommit:
+    client: Client
+    intent_id: str
+    client_id: int
+    clock: int
+
+
+@dataclass
+class OutboxItem:
+    client: Client
+    intent_id: str
+    client_id: int
+    clock: int
+    message: object | None = None
+    accepted_at: float = field(default=0.0)
+
+
+class EdgeRoom:
+    def __init__(self, room_id: str, node):
+        self.room_id = room_id
+        self.node = node
+        self.replica = Replica(Room(room_id))
+        self.classes = {AUDIENCE: ClassView(AUDIENCE), STAFF: ClassView(STAFF)}
+        self.clients: set[Client] = set()
+        self.by_user: dict[str, set[Client]] = defaultdict(set)
+        self.outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
+        self.commits: list[PendingCommit] = []
+        self.watermark: dict[int, int] = {}
+        self.ready = asyncio.Event()
+        self.dirty = asyncio.Event()
+        self.sync_needed = asyncio.Event()
+        self.tasks: list[asyncio.Task] = []
+        self.subscriptions = []
+        self.idle_since: float | None = None
+
+    @property
+    def room(self) -> Room:
+        return self.replica.room
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        nc = self.node.nc
+        self.subscriptions = [
+            await nc.subscribe(subjects.updates_of_room(self.room_id), cb=self._on_update),
+            await nc.subscribe(subjects.watermark(self.room_id), cb=self._on_watermark),
+        ]
+        for _ in range(3):
+            if await self.sync():
+                break
+        self.room.take_changes()
+        for view in self.classes.values():
+            view.prime(self.room)
+        self.tasks = [
+            asyncio.create_task(self._publish(), name=f"publish-{self.room_id}"),
+            asyncio.create_task(self._tick(), name=f"tick-{self.room_id}"),
+            asyncio.create_task(self._keep_synced(), name=f"sync-{self.room_id}"),
+        ]
+        self.ready.set()
+        log.info("room=%s opened clock=%s", self.room_id, self.replica.producer)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for subscription in self.subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except nats.errors.Error:
+                pass
+        log.info("room=%s closed", self.room_id)
+
+    # -- clients ---------------------------------------------------------------
+
+    def attach(self, client: Client, last_seq: int | None) -> None:
+        client.audience_class = class_of(client.actor.role)
+        view = self.classes[client.audience_class]
+        replay = None if last_seq is None else view.since(last_seq)
+        if replay is None:
+            client.write(view.snapshot(self.room, client.actor))
+        else:
+            for data in replay:
+                client.write(data)
+            client.write(personal_refresh(self.room, client.actor))
+        self.clients.add(client)
+        self.by_user[client.actor.user_id].add(client)
+        self.idle_since = None
+
+    def detach(self, client: Client) -> None:
+        self.clients.discard(client)
+        users = self.by_user.get(client.actor.user_id)
+        if users is not None:
+            users.discard(client)
+            if not users:
+                del self.by_user[client.actor.user_id]
+        if not self.clients:
+            self.idle_since = time.monotonic()
+
+    def submit(self, client: Client, intent) -> None:
+        """Apply an intent from a joined client; raises FrameError when it is rejected."""
+        applied = self.room.apply_intent(intent, client.actor, int(time.time() * 1000))
+        item = OutboxItem(client, applied.intent_id, applied.client_id, applied.commit_clock)
+        if applied.update is not None:
+            item.message = self.replica.publishable(applied.update)
+            self.dirty.set()
+        self.outbox.put_nowait(item)
+
+    # -- replication -----------------------------------------------------------
+
+    async def _on_update(self, message) -> None:
+        try:
+            envelope = decode_update(message.data)
+        except ValueError as exc:
+            log.warning("room=%s dropped an undecodable update: %s", self.room_id, exc)
+            return
+        if envelope.room != self.room_id:
+            return
+        if self.replica.receive(envelope):
+            self.sync_needed.set()
+        self.dirty.set()
+
+    async def _on_watermark(self, message) -> None:
+        try:
+            self.watermark = decode_state_vector(message.data)
+        except ValueError:
+            log.warning("room=%s dropped a malformed watermark", self.room_id)
+            return
+        self._ack_commits()
+
+    def _ack_commits(self) -> None:
+        waiting = []
+        for commit in self.commits:
+            if covers(self.watermark, commit.client_id, commit.clock):
+                commit.client.write(encode({"type": "ack", "id": commit.intent_id, "status": "committed"}), force=True)
+            else:
+                waiting.append(commit)
+        self.commits = waiting
+
+    async def sync(self) -> bool:
+        """Run a two-way state-vector sync with the home region; return False on failure."""
+        region = self.node.current_region()
+        nc = self.node.nc
+        try:
+            reply = await nc.request(subjects.sync(region, self.room_id), encode_message(self.replica.sync_request()), timeout=SYNC_TIMEOUT_S)
+            step2 = self.replica.complete_sync(decode_sync(reply.data))
+            if step2 is not None:
+                await nc.publish(subjects.sync(region, self.room_id), encode_message(step2), headers={STEP_HEADER: "2"})
+        except (nats.errors.Error, asyncio.TimeoutError, ValueError) as exc:
+            log.warning("room=%s sync with region=%s failed: %s", self.room_id, region, exc or type(exc).__name__)
+            return False
+        self.dirty.set()
+        return True
+
+    async def _keep_synced(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.sync_needed.wait(), SYNC_EVERY_S)
+            except asyncio.TimeoutError:
+                pass
+            self.sync_needed.clear()
+            await self.sync()
+
+    async def _publish(self) -> None:
+        js = self.node.js
+        while True:
+            item = await self.outbox.get()
+            if item.message is not None:
+                await self._publish_one(js, item.message)
+            item.client.write(encode({"type": "ack", "id": item.intent_id, "status": "accepted"}), force=True)
+            self.commits.append(PendingCommit(item.client, item.intent_id, item.client_id, item.clock))
+            self._ack_commits()
+
+    async def _publish_one(self, js, message) -> None:
+        """Publish until the home region's stream has stored the update; a retry keeps the message id."""
+        data = encode_message(message)
+        headers = {"Nats-Msg-Id": f"{message.producer}-{message.seq}"}
+        delay = 0.05
+        while True:
+            region = self.node.current_region()
+            try:
+                await js.publish(subjects.update(region, self.room_id), data, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+                return
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("room=%s publish seq=%d to region=%s failed, retrying: %s", self.room_id, message.seq, region, exc or type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    # -- views -----------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        while True:
+            await self.dirty.wait()
+            await asyncio.sleep(TICK_S)
+            self.dirty.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Send this tick's patches and personal frames."""
+        changes = self.room.take_changes()
+        patches = {name: view.patch(self.room, changes) for name, view in self.classes.items()}
+        now = time.monotonic()
+        for client in list(self.clients):
+            self._send_patch(client, patches[client.audience_class], now)
+            if changes.votes or changes.questions:
+                personal = personal_frame(self.room, client.actor, changes)
+                if personal is not None:
+                    client.write(personal)
+
+    def _send_patch(self, client: Client, patch: bytes | None, now: float) -> None:
+        if client.stale_since is not None:
+            if client.write(self.classes[client.audience_class].snapshot(self.room, client.actor)):
+                client.stale_since = None
+            elif now - client.stale_since > STUCK_S:
+                log.warning("room=%s conn=%s closed: stuck for %.0f s", self.room_id, client.conn_id, now - client.stale_since)
+                asyncio.create_task(client.websocket.close(CLOSE_SLOW, "too slow: reconnect to resume"))
+                self.detach(client)
+            return
+        if patch is not None and not client.write(patch):
+            client.stale_since = now
+            self.dirty.set()

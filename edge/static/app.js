@@ -1,0 +1,1374 @@
+/*
+ * AMA Mesh browser client: join a room, hold one WebSocket to an edge, and
+ * render the room's questions.
+ *
+ * The edge sends a snapshot, then patches with increasing seq numbers, plus
+ * "mine" frames for what only this user sees. Every intent the user makes
+ * (ask, vote, moderate, settings) stays in the outbox until the edge
+ * acknowledges it as committed or rejects it, and the whole outbox is sent
+ * again after each welcome. Intents carry UUIDs and the room applies an id
+ * only once, so sending one again is safe.
+ *
+ * Rendering is batched: state changes mark questions dirty, and one render
+ * pass per frame updates their cached elements in place and reorders the
+ * list only when the order changed.
+ */
+"use strict";
+
+const BACKOFF_BASE_MS = 250;
+const BACKOFF_CAP_MS = 10000;
+const WELCOME_TIMEOUT_MS = 10000;
+const TOAST_DURATION_MS = 10000;
+const TIME_REFRESH_MS = 30000;
+const DEFAULT_MAX_QUESTION_LENGTH = 300;
+const QUESTION_LENGTH_RANGE = [10, 2000];
+
+const TOKEN_ERROR_CODES = new Set(["invalid_token", "token_expired"]);
+const STAFF_ROLES = new Set(["moderator", "host"]);
+const VOTABLE_STATUSES = new Set(["live", "answered"]);
+const SETTING_FLAGS = ["questions_open", "pre_moderation", "anonymous_allowed", "downvotes_allowed"];
+
+// Which moderation buttons a question shows. These mirror the status
+// transitions the room model accepts, so staff never see a button that
+// the edge would reject.
+const MODERATION_RULES = {
+  approve: (question) => question.status === "pending" || question.status === "hidden",
+  hide: (question) => question.status !== "hidden",
+  answer: (question) => question.status === "pending" || question.status === "live",
+  reopen: (question) => question.status === "answered" || question.status === "hidden",
+  pin: (question, pinned) => !pinned && VOTABLE_STATUSES.has(question.status),
+  unpin: (question, pinned) => pinned,
+};
+
+const FRAME_HANDLERS = {
+  welcome: handleWelcome,
+  snapshot: handleSnapshot,
+  patch: handlePatch,
+  mine: handleMine,
+  ack: handleAck,
+  error: handleErrorFrame,
+};
+
+const state = {
+  config: null,
+  roomId: "",
+  token: "",
+  // "link" when the token came from the URL fragment, "storage" when from a join.
+  tokenSource: "",
+  role: "",
+  user: "",
+  room: null,
+  lastSeq: null,
+  questions: new Map(),
+  // Question id -> 1 or -1; questions without my vote are absent.
+  myVotes: new Map(),
+  // Intent id -> frame, in the order the user made them.
+  outbox: new Map(),
+  acceptedIntents: new Set(),
+  sort: "popular",
+  statusFilter: "all",
+};
+
+const connection = {
+  socket: null,
+  urls: [],
+  urlIndex: 0,
+  attempt: 0,
+  welcomed: false,
+  stopped: true,
+  reconnectTimer: null,
+  welcomeTimer: null,
+};
+
+const ui = {
+  // Question id -> the element of that question and its parts.
+  cards: new Map(),
+  dirtyQuestions: new Set(),
+  orderDirty: false,
+  roomDirty: false,
+  outboxDirty: false,
+  renderScheduled: false,
+  settingsEdited: false,
+  settingsMessage: "",
+  toastTimer: null,
+};
+
+const dom = {};
+
+const relativeTimeFormat = new Intl.RelativeTimeFormat("en", { numeric: "auto" });
+
+start();
+
+// ---------------------------------------------------------------------------
+// Startup and joining
+// ---------------------------------------------------------------------------
+
+async function start() {
+  findElements();
+  bindEvents();
+  setInterval(refreshTimes, TIME_REFRESH_MS);
+
+  const link = readLink();
+  state.config = await loadConfig();
+  openFromLink(link);
+}
+
+function findElements() {
+  const ids = [
+    "room-title", "connection-state", "role", "join-view", "join-form", "join-room", "join-code",
+    "join-name", "join-submit", "join-message-slot", "room-view", "pinned", "pinned-list",
+    "ask-form", "ask-text", "anonymous-option", "ask-anonymous", "ask-counter", "ask-submit",
+    "composer-note", "pending-asks", "host-settings", "settings-form", "settings-title",
+    "settings-max-length", "settings-status", "question-count", "status-filter-field",
+    "status-filter", "question-list", "empty-note", "toast", "toast-message-slot",
+    "error-message", "toast-dismiss", "question-template",
+  ];
+  for (const id of ids) {
+    dom[toCamelCase(id)] = document.getElementById(id);
+  }
+  dom.sortButtons = [...document.querySelectorAll("[data-sort]")];
+}
+
+function bindEvents() {
+  dom.joinForm.addEventListener("submit", handleJoinSubmit);
+  dom.askForm.addEventListener("submit", handleAskSubmit);
+  dom.askText.addEventListener("input", updateComposer);
+  dom.askText.addEventListener("keydown", handleAskKeydown);
+  dom.settingsForm.addEventListener("submit", handleSettingsSubmit);
+  dom.settingsForm.addEventListener("input", () => { ui.settingsEdited = true; });
+  dom.questionList.addEventListener("click", handleQuestionClick);
+  dom.pinnedList.addEventListener("click", handleQuestionClick);
+  dom.statusFilter.addEventListener("change", handleFilterChange);
+  dom.toastDismiss.addEventListener("click", clearError);
+  window.addEventListener("online", reconnectNow);
+  for (const button of dom.sortButtons) {
+    button.addEventListener("click", () => setSort(button.dataset.sort));
+  }
+}
+
+function readLink() {
+  const query = new URLSearchParams(location.search);
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  return {
+    room: query.get("room") || "",
+    code: query.get("code") || "",
+    token: fragment.get("token") || "",
+  };
+}
+
+function openFromLink(link) {
+  if (link.room && link.token) {
+    startSession(link.room, link.token, [state.config.ws], "link");
+    return;
+  }
+  const stored = link.room ? loadStoredSession(link.room) : null;
+  if (stored) {
+    startSession(link.room, stored.token, stored.edges, "storage");
+    return;
+  }
+  showJoinView(link);
+}
+
+// Fetch /v1/config, retrying with the reconnect backoff until it succeeds,
+// because nothing else on the page works without the core and edge URLs.
+async function loadConfig() {
+  for (let attempt = 0; ; attempt += 1) {
+    try {
+      const config = await fetchConfig();
+      clearError();
+      return config;
+    } catch (error) {
+      const delay = backoffDelay(attempt);
+      console.warn(`Loading /v1/config failed (${error.message}); retrying in ${Math.round(delay)} ms.`);
+      setConnectionState("offline", "Cannot reach the server; retrying…");
+      showError(`Could not load the server configuration from /v1/config: ${error.message}. Retrying automatically.`);
+      await sleep(delay);
+    }
+  }
+}
+
+async function fetchConfig() {
+  const response = await fetch("/v1/config", { headers: { Accept: "application/json" }, cache: "no-store" });
+  if (!response.ok) {
+    throw new Error(`HTTP status ${response.status}`);
+  }
+  const config = await response.json();
+  if (typeof config.core !== "string" || typeof config.ws !== "string") {
+    throw new Error("the response lacks the 'core' or 'ws' URL");
+  }
+  return config;
+}
+
+function showJoinView(link) {
+  dom.joinRoom.value = link.room;
+  dom.joinCode.value = link.code;
+  dom.joinView.hidden = false;
+  dom.roomView.hidden = true;
+  clearError();
+  setText(dom.roomTitle, "AMA Mesh");
+  document.title = "AMA Mesh";
+  setRole("");
+  setConnectionState("idle");
+
+  const firstEmpty = [dom.joinRoom, dom.joinCode, dom.joinName].find((input) => !input.value);
+  (firstEmpty || dom.joinSubmit).focus();
+}
+
+function showRoomView() {
+  dom.joinView.hidden = true;
+  dom.roomView.hidden = false;
+  clearError();
+}
+
+async function handleJoinSubmit(event) {
+  event.preventDefault();
+  const roomId = dom.joinRoom.value.trim();
+  if (!roomId) {
+    showError("Enter the room id from your invitation link.");
+    dom.joinRoom.focus();
+    return;
+  }
+
+  dom.joinSubmit.disabled = true;
+  clearError();
+  try {
+    const joined = await requestJoin(roomId, dom.joinCode.value.trim(), dom.joinName.value.trim());
+    storeSession(joined.room, joined.token, joined.edges);
+    setAddressRoom(joined.room);
+    startSession(joined.room, joined.token, joined.edges, "storage");
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    dom.joinSubmit.disabled = false;
+  }
+}
+
+async function requestJoin(roomId, code, name) {
+  const core = state.config.core.replace(/\/+$/, "");
+  const url = `${core}/v1/rooms/${encodeURIComponent(roomId)}/join`;
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ code, name }),
+    });
+  } catch (error) {
+    throw new Error(`Could not reach the server at ${core} (${error.message}); check your connection and try again.`);
+  }
+
+  const body = await readJsonBody(response);
+  if (!response.ok) {
+    throw new Error(body?.error?.message || `Joining failed with HTTP status ${response.status}; try again.`);
+  }
+  if (typeof body?.token !== "string" || !body.token) {
+    throw new Error("The server's join response contains no token; try joining again.");
+  }
+  const edges = Array.isArray(body.edges) ? body.edges.filter((edge) => typeof edge === "string" && edge) : [];
+  return {
+    room: typeof body.room === "string" && body.room ? body.room : roomId,
+    token: body.token,
+    edges: edges.length ? edges : [state.config.ws],
+  };
+}
+
+async function readJsonBody(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+function startSession(roomId, token, edgeUrls, tokenSource) {
+  state.roomId = roomId;
+  state.token = token;
+  state.tokenSource = tokenSource;
+  resetRoomState();
+  showRoomView();
+  setText(dom.roomTitle, roomId);
+  openConnection(edgeUrls);
+}
+
+// Clear what the previous session showed. The outbox stays: it holds what
+// the user asked for, and the room drops any intent id it has seen before.
+function resetRoomState() {
+  state.room = null;
+  state.lastSeq = null;
+  state.role = "";
+  state.user = "";
+  state.questions.clear();
+  state.myVotes.clear();
+  state.acceptedIntents.clear();
+  ui.cards.clear();
+  ui.dirtyQuestions.clear();
+  dom.questionList.replaceChildren();
+  dom.pinnedList.replaceChildren();
+  ui.roomDirty = true;
+  ui.orderDirty = true;
+  ui.outboxDirty = true;
+  scheduleRender();
+}
+
+// Forget the token and show the join form again with the edge's message.
+function handleTokenRejected(message) {
+  stopConnection();
+  forgetSession(state.roomId);
+  if (state.tokenSource === "link") {
+    removeAddressToken();
+  }
+  state.token = "";
+  showJoinView({ room: state.roomId, code: readLink().code });
+  showError(message);
+}
+
+// ---------------------------------------------------------------------------
+// Stored sessions and the address bar
+// ---------------------------------------------------------------------------
+
+function storeSession(roomId, token, edges) {
+  try {
+    localStorage.setItem(`ama.token.${roomId}`, token);
+    localStorage.setItem(`ama.edges.${roomId}`, JSON.stringify(edges));
+  } catch (error) {
+    console.warn(`Storing the session of room ${roomId} failed (${error.message}); a reload will ask to join again.`);
+  }
+}
+
+function loadStoredSession(roomId) {
+  try {
+    const token = localStorage.getItem(`ama.token.${roomId}`);
+    if (!token) {
+      return null;
+    }
+    const edges = JSON.parse(localStorage.getItem(`ama.edges.${roomId}`) || "[]");
+    const urls = Array.isArray(edges) ? edges.filter((edge) => typeof edge === "string" && edge) : [];
+    return { token, edges: urls.length ? urls : [state.config.ws] };
+  } catch (error) {
+    console.warn(`Reading the stored session of room ${roomId} failed (${error.message}).`);
+    return null;
+  }
+}
+
+function forgetSession(roomId) {
+  try {
+    localStorage.removeItem(`ama.token.${roomId}`);
+    localStorage.removeItem(`ama.edges.${roomId}`);
+  } catch (error) {
+    console.warn(`Removing the stored session of room ${roomId} failed (${error.message}).`);
+  }
+}
+
+function setAddressRoom(roomId) {
+  const url = new URL(location.href);
+  url.searchParams.set("room", roomId);
+  history.replaceState(null, "", url);
+}
+
+function removeAddressToken() {
+  const url = new URL(location.href);
+  url.hash = "";
+  history.replaceState(null, "", url);
+}
+
+// ---------------------------------------------------------------------------
+// Connection: one WebSocket at a time, reconnecting with backoff
+// ---------------------------------------------------------------------------
+
+function openConnection(urls) {
+  stopConnection();
+  connection.urls = urls;
+  connection.urlIndex = 0;
+  connection.attempt = 0;
+  connection.stopped = false;
+  connect();
+}
+
+function connect() {
+  connection.reconnectTimer = null;
+  const url = connection.urls[connection.urlIndex];
+  setConnectionState(connection.attempt === 0 ? "connecting" : "reconnecting");
+
+  let socket;
+  try {
+    socket = new WebSocket(url);
+  } catch (error) {
+    console.warn(`Opening a WebSocket to ${url} failed (${error.message}).`);
+    scheduleReconnect();
+    return;
+  }
+  connection.socket = socket;
+  connection.welcomed = false;
+  socket.addEventListener("open", () => handleOpen(socket));
+  socket.addEventListener("message", (event) => handleMessage(socket, event));
+  socket.addEventListener("close", (event) => handleClose(socket, event));
+  connection.welcomeTimer = setTimeout(() => abandonSocket(socket, "no welcome arrived in time"), WELCOME_TIMEOUT_MS);
+}
+
+function handleOpen(socket) {
+  if (socket !== connection.socket) {
+    return;
+  }
+  const hello = { type: "hello", token: state.token };
+  if (state.lastSeq !== null) {
+    hello.last_seq = state.lastSeq;
+  }
+  socket.send(JSON.stringify(hello));
+}
+
+function handleMessage(socket, event) {
+  if (socket !== connection.socket) {
+    return;
+  }
+  let frame;
+  try {
+    frame = JSON.parse(event.data);
+  } catch (error) {
+    console.warn(`Ignoring a frame that is not valid JSON (${error.message}).`);
+    return;
+  }
+  const handler = FRAME_HANDLERS[frame?.type];
+  if (!handler) {
+    console.warn(`Ignoring a frame of unknown type ${JSON.stringify(frame?.type)}.`);
+    return;
+  }
+  handler(frame);
+}
+
+function handleClose(socket, event) {
+  if (socket !== connection.socket) {
+    return;
+  }
+  const wasWelcomed = connection.welcomed;
+  connection.socket = null;
+  connection.welcomed = false;
+  clearTimeout(connection.welcomeTimer);
+  console.info(`The connection to ${socket.url} closed with code ${event.code} ${event.reason}`.trim());
+
+  if (event.code === 1008) {
+    handlePolicyClose(event.reason, wasWelcomed);
+    return;
+  }
+  // 4001 means this client read too slowly; the other 40xx codes are final.
+  if (event.code >= 4002 && event.code <= 4099) {
+    stopWithMessage(`The edge closed the connection: ${event.reason || `code ${event.code}`}. Reload the page to connect again.`);
+    return;
+  }
+  // Everything else, 1013 "try again later" included, backs off and reconnects.
+  scheduleReconnect();
+}
+
+// An edge closes with 1008 before its welcome when it rejects the hello's
+// token, so that case asks the user to join again. After a welcome the
+// token was good, and the close is about something else.
+function handlePolicyClose(reason, wasWelcomed) {
+  if (!wasWelcomed) {
+    handleTokenRejected(reason || "The edge rejected your session; join the room again.");
+    return;
+  }
+  stopWithMessage(`The edge closed the connection: ${reason || "policy violation"}. Reload the page to connect again.`);
+}
+
+function stopWithMessage(message) {
+  stopConnection();
+  setConnectionState("closed", "Disconnected");
+  showError(message);
+}
+
+function abandonSocket(socket, reason) {
+  if (socket !== connection.socket) {
+    return;
+  }
+  console.warn(`Dropping the connection to ${socket.url}: ${reason}.`);
+  connection.socket = null;
+  connection.welcomed = false;
+  socket.close();
+  scheduleReconnect();
+}
+
+function scheduleReconnect() {
+  if (connection.stopped) {
+    return;
+  }
+  const delay = backoffDelay(connection.attempt);
+  connection.attempt += 1;
+  connection.urlIndex = (connection.urlIndex + 1) % connection.urls.length;
+  setConnectionState("reconnecting");
+  connection.reconnectTimer = setTimeout(connect, delay);
+}
+
+// Skip the remaining backoff wait when the browser reports it is online again.
+function reconnectNow() {
+  if (connection.stopped || connection.reconnectTimer === null) {
+    return;
+  }
+  clearTimeout(connection.reconnectTimer);
+  connect();
+}
+
+function stopConnection() {
+  connection.stopped = true;
+  connection.welcomed = false;
+  clearTimeout(connection.reconnectTimer);
+  clearTimeout(connection.welcomeTimer);
+  connection.reconnectTimer = null;
+  const socket = connection.socket;
+  connection.socket = null;
+  if (socket) {
+    socket.close(1000, "client left the room");
+  }
+}
+
+// Exponential backoff with full jitter: a uniform delay from zero to
+// min(cap, base * 2^attempt).
+function backoffDelay(attempt) {
+  const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16));
+  return Math.random() * ceiling;
+}
+
+function sendFrame(frame) {
+  const socket = connection.socket;
+  if (!socket || !connection.welcomed || socket.readyState !== WebSocket.OPEN) {
+    return false;
+  }
+  socket.send(JSON.stringify(frame));
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Frames from the edge
+// ---------------------------------------------------------------------------
+
+function handleWelcome(frame) {
+  connection.welcomed = true;
+  connection.attempt = 0;
+  clearTimeout(connection.welcomeTimer);
+  state.user = frame.user;
+  setRole(frame.role);
+  setConnectionState("connected", `Connected to ${frame.edge} in ${frame.region}`);
+  resendOutbox();
+}
+
+function handleSnapshot(frame) {
+  state.lastSeq = frame.seq;
+  setRoom(frame.room);
+  replaceQuestions(frame.questions || []);
+  state.myVotes.clear();
+  mergeMyVotes(frame.mine || {});
+}
+
+function handlePatch(frame) {
+  // A patch at or below the last seq was already applied before a reconnect.
+  if (state.lastSeq !== null && frame.seq <= state.lastSeq) {
+    return;
+  }
+  state.lastSeq = frame.seq;
+  if (frame.room) {
+    setRoom(frame.room);
+  }
+  upsertQuestions(frame.questions || []);
+  removeQuestions(frame.removed || []);
+}
+
+function handleMine(frame) {
+  mergeMyVotes(frame.votes || {});
+  upsertQuestions(frame.questions || []);
+  removeQuestions(frame.removed || []);
+}
+
+function handleAck(frame) {
+  const intent = state.outbox.get(frame.id);
+  if (!intent) {
+    return;
+  }
+  if (frame.status === "accepted") {
+    state.acceptedIntents.add(frame.id);
+    markIntentDirty(intent);
+    return;
+  }
+  if (frame.status === "committed") {
+    // The vote is stored, so it stays highlighted even before the "mine"
+    // frame that reports it arrives.
+    if (intent.type === "vote") {
+      setMyVote(intent.question, intent.value);
+    }
+    dropIntent(frame.id);
+  }
+}
+
+function handleErrorFrame(frame) {
+  if (TOKEN_ERROR_CODES.has(frame.code)) {
+    handleTokenRejected(frame.message || "Your session is no longer valid; join the room again.");
+    return;
+  }
+  if (frame.id) {
+    const intent = dropIntent(frame.id);
+    restoreRejectedQuestion(intent);
+  }
+  showError(frame.message || `The edge reported an error (${frame.code}).`);
+}
+
+// Put the text of a rejected question back into an empty composer, so the
+// user can fix it instead of typing it again.
+function restoreRejectedQuestion(intent) {
+  if (intent?.type !== "ask" || dom.askText.value) {
+    return;
+  }
+  dom.askText.value = intent.text;
+  updateComposer();
+}
+
+// ---------------------------------------------------------------------------
+// Room state
+// ---------------------------------------------------------------------------
+
+function setRoom(room) {
+  const previousPinned = state.room?.pinned ?? null;
+  state.room = room;
+  if (previousPinned !== room.pinned) {
+    markQuestionDirty(previousPinned);
+    markQuestionDirty(room.pinned);
+  }
+  ui.roomDirty = true;
+  ui.orderDirty = true;
+  scheduleRender();
+}
+
+function setRole(role) {
+  state.role = role;
+  const staff = isStaff();
+  setText(dom.role, role ? `Role: ${role}` : "");
+  dom.role.hidden = !role;
+  document.body.classList.toggle("is-staff", staff);
+  document.body.classList.toggle("is-host", role === "host");
+  dom.statusFilterField.hidden = !staff;
+  dom.hostSettings.hidden = role !== "host";
+  if (!staff) {
+    state.statusFilter = "all";
+    dom.statusFilter.value = "all";
+  }
+  markAllQuestionsDirty();
+  ui.roomDirty = true;
+  scheduleRender();
+}
+
+function isStaff() {
+  return STAFF_ROLES.has(state.role);
+}
+
+function replaceQuestions(questions) {
+  for (const id of state.questions.keys()) {
+    markQuestionDirty(id);
+  }
+  state.questions.clear();
+  upsertQuestions(questions);
+}
+
+function upsertQuestions(questions) {
+  for (const question of questions) {
+    state.questions.set(question.id, question);
+    markQuestionDirty(question.id);
+    if (state.outbox.has(question.id)) {
+      ui.outboxDirty = true;
+    }
+  }
+}
+
+function removeQuestions(ids) {
+  for (const id of ids) {
+    state.questions.delete(id);
+    markQuestionDirty(id);
+  }
+}
+
+function mergeMyVotes(votes) {
+  for (const [questionId, value] of Object.entries(votes)) {
+    setMyVote(questionId, value);
+  }
+}
+
+function setMyVote(questionId, value) {
+  if (value === 0) {
+    state.myVotes.delete(questionId);
+  } else {
+    state.myVotes.set(questionId, value);
+  }
+  markQuestionDirty(questionId);
+}
+
+function isPinned(questionId) {
+  return Boolean(state.room?.pinned) && state.room.pinned === questionId;
+}
+
+// ---------------------------------------------------------------------------
+// Intents and the outbox
+// ---------------------------------------------------------------------------
+
+function submitIntent(fields) {
+  const frame = { ...fields, id: newIntentId() };
+  state.outbox.set(frame.id, frame);
+  sendFrame(frame);
+  markIntentDirty(frame);
+  return frame;
+}
+
+function resendOutbox() {
+  state.acceptedIntents.clear();
+  for (const frame of state.outbox.values()) {
+    sendFrame(frame);
+    markIntentDirty(frame);
+  }
+}
+
+function dropIntent(id) {
+  const intent = state.outbox.get(id);
+  if (!intent) {
+    return null;
+  }
+  state.outbox.delete(id);
+  state.acceptedIntents.delete(id);
+  markIntentDirty(intent);
+  return intent;
+}
+
+function markIntentDirty(intent) {
+  ui.outboxDirty = true;
+  if (intent.question) {
+    markQuestionDirty(intent.question);
+  }
+  scheduleRender();
+}
+
+// crypto.randomUUID exists only in secure contexts (HTTPS or loopback), so
+// an edge served over plain HTTP elsewhere gets a version 4 UUID built from
+// getRandomValues, which every context has.
+function newIntentId() {
+  if (typeof crypto.randomUUID === "function") {
+    return crypto.randomUUID();
+  }
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = [...bytes].map((byte) => byte.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+// The vote the user sees: the latest one still in the outbox, else the stored one.
+function effectiveVote(questionId) {
+  let value = state.myVotes.get(questionId) ?? 0;
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "vote" && frame.question === questionId) {
+      value = frame.value;
+    }
+  }
+  return value;
+}
+
+function hasUnacceptedIntent(questionId) {
+  for (const frame of state.outbox.values()) {
+    if (frame.question === questionId && !state.acceptedIntents.has(frame.id)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+function vote(questionId, direction) {
+  const value = effectiveVote(questionId) === direction ? 0 : direction;
+  submitIntent({ type: "vote", question: questionId, value });
+}
+
+function moderate(questionId, action) {
+  submitIntent({ type: "moderate", question: questionId, action });
+}
+
+// ---------------------------------------------------------------------------
+// Composer
+// ---------------------------------------------------------------------------
+
+// Lengths count Unicode code points after NFC normalization, the unit the
+// edge checks max_question_length in.
+function countCharacters(text) {
+  return [...text.normalize("NFC")].length;
+}
+
+function maxQuestionLength() {
+  return state.room?.max_question_length ?? DEFAULT_MAX_QUESTION_LENGTH;
+}
+
+function questionsClosed() {
+  return state.room !== null && !state.room.questions_open;
+}
+
+function updateComposer() {
+  const max = maxQuestionLength();
+  const count = countCharacters(dom.askText.value);
+  const closed = questionsClosed();
+  const blocked = closed && !isStaff();
+
+  setText(dom.askCounter, `${count} / ${max}`);
+  dom.askCounter.classList.toggle("is-over", count > max);
+  dom.askText.disabled = blocked;
+  dom.askSubmit.disabled = blocked || state.room === null || !dom.askText.value.trim() || count > max;
+  dom.anonymousOption.hidden = !state.room?.anonymous_allowed;
+
+  let note = "";
+  if (blocked) {
+    note = "The host has closed questions. You can still vote.";
+  } else if (closed) {
+    note = "Questions are closed to the audience; as staff you can still ask.";
+  }
+  setText(dom.composerNote, note);
+  dom.composerNote.hidden = !note;
+}
+
+function handleAskSubmit(event) {
+  event.preventDefault();
+  updateComposer();
+  if (dom.askSubmit.disabled) {
+    return;
+  }
+  const anonymous = Boolean(state.room.anonymous_allowed) && dom.askAnonymous.checked;
+  clearError();
+  submitIntent({ type: "ask", text: dom.askText.value, anonymous });
+  dom.askText.value = "";
+  updateComposer();
+}
+
+function handleAskKeydown(event) {
+  if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    dom.askForm.requestSubmit();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Host settings
+// ---------------------------------------------------------------------------
+
+function handleSettingsSubmit(event) {
+  event.preventDefault();
+  if (!state.room) {
+    return;
+  }
+  const changes = readSettingsChanges();
+  if (typeof changes === "string") {
+    showSettingsMessage(changes);
+    return;
+  }
+  if (Object.keys(changes).length === 0) {
+    showSettingsMessage("No changes to save.");
+    return;
+  }
+  ui.settingsEdited = false;
+  showSettingsMessage("");
+  submitIntent({ type: "settings", changes });
+}
+
+// Return the settings that differ from the room's, or a message naming the invalid field.
+function readSettingsChanges() {
+  const form = dom.settingsForm.elements;
+  const room = state.room;
+  const changes = {};
+
+  const title = dom.settingsTitle.value.trim();
+  if (!title) {
+    return "The title is empty; enter a title.";
+  }
+  if (title !== room.title) {
+    changes.title = title;
+  }
+
+  for (const key of SETTING_FLAGS) {
+    if (form[key].checked !== room[key]) {
+      changes[key] = form[key].checked;
+    }
+  }
+
+  const [low, high] = QUESTION_LENGTH_RANGE;
+  const maxLength = Number(dom.settingsMaxLength.value);
+  if (!Number.isInteger(maxLength) || maxLength < low || maxLength > high) {
+    return `The maximum question length must be a whole number from ${low} to ${high}.`;
+  }
+  if (maxLength !== room.max_question_length) {
+    changes.max_question_length = maxLength;
+  }
+  return changes;
+}
+
+function showSettingsMessage(message) {
+  ui.settingsMessage = message;
+  renderSettingsStatus();
+}
+
+function hasOutstandingSettings() {
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "settings") {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+// Sorting and filtering
+// ---------------------------------------------------------------------------
+
+function setSort(sort) {
+  state.sort = sort;
+  for (const button of dom.sortButtons) {
+    button.setAttribute("aria-pressed", String(button.dataset.sort === sort));
+  }
+  ui.orderDirty = true;
+  scheduleRender();
+}
+
+function handleFilterChange() {
+  state.statusFilter = dom.statusFilter.value;
+  ui.orderDirty = true;
+  scheduleRender();
+}
+
+// Popular: score (highest first), then creation time, then id.
+function comparePopular(a, b) {
+  return b.score - a.score || a.created_at - b.created_at || compareIds(a.id, b.id);
+}
+
+// Recent: creation time (newest first), then id.
+function compareRecent(a, b) {
+  return b.created_at - a.created_at || compareIds(a.id, b.id);
+}
+
+function compareIds(a, b) {
+  if (a === b) {
+    return 0;
+  }
+  return a < b ? -1 : 1;
+}
+
+function matchesStatusFilter(question) {
+  return state.statusFilter === "all" || question.status === state.statusFilter;
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------
+
+function markQuestionDirty(questionId) {
+  if (!questionId) {
+    return;
+  }
+  ui.dirtyQuestions.add(questionId);
+  ui.orderDirty = true;
+  scheduleRender();
+}
+
+function markAllQuestionsDirty() {
+  for (const id of state.questions.keys()) {
+    ui.dirtyQuestions.add(id);
+  }
+  ui.orderDirty = true;
+  scheduleRender();
+}
+
+// requestAnimationFrame does not run in background tabs, so a timer renders
+// those; whichever fires first does the work and the other finds nothing.
+function scheduleRender() {
+  if (ui.renderScheduled) {
+    return;
+  }
+  ui.renderScheduled = true;
+  requestAnimationFrame(render);
+  setTimeout(render, 100);
+}
+
+function render() {
+  if (!ui.renderScheduled) {
+    return;
+  }
+  ui.renderScheduled = false;
+
+  if (ui.roomDirty) {
+    renderRoom();
+  }
+  if (ui.outboxDirty) {
+    renderOutbox();
+  }
+  renderDirtyQuestions();
+  if (ui.orderDirty) {
+    renderOrder();
+  }
+}
+
+function renderRoom() {
+  ui.roomDirty = false;
+  const room = state.room;
+  if (room) {
+    const title = room.title || room.id || state.roomId;
+    setText(dom.roomTitle, title);
+    document.title = `${title} · AMA Mesh`;
+    document.body.classList.toggle("downvotes-disabled", !room.downvotes_allowed);
+  }
+  updateComposer();
+  renderSettingsForm();
+}
+
+function renderSettingsForm() {
+  const room = state.room;
+  // Keep what the host is typing, and what they just sent, until it is settled.
+  if (!room || ui.settingsEdited || hasOutstandingSettings()) {
+    return;
+  }
+  const form = dom.settingsForm.elements;
+  dom.settingsTitle.value = room.title ?? "";
+  for (const key of SETTING_FLAGS) {
+    form[key].checked = Boolean(room[key]);
+  }
+  dom.settingsMaxLength.value = String(room.max_question_length ?? DEFAULT_MAX_QUESTION_LENGTH);
+}
+
+function renderOutbox() {
+  ui.outboxDirty = false;
+  renderPendingAsks();
+  renderSettingsStatus();
+  renderSettingsForm();
+}
+
+// Questions the user sent that the room has not shown back yet.
+function renderPendingAsks() {
+  const items = [];
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "ask" && !state.questions.has(frame.id)) {
+      items.push(createPendingAskItem(frame));
+    }
+  }
+  dom.pendingAsks.replaceChildren(...items);
+  dom.pendingAsks.hidden = items.length === 0;
+}
+
+function createPendingAskItem(frame) {
+  const item = document.createElement("li");
+  item.className = "pending-ask";
+  item.dataset.testid = "pending-question";
+  const text = document.createElement("span");
+  text.className = "pending-ask-text";
+  text.textContent = frame.text;
+  const status = document.createElement("span");
+  status.className = "sending";
+  status.textContent = state.acceptedIntents.has(frame.id) ? "" : "sending…";
+  item.append(text, status);
+  return item;
+}
+
+function renderSettingsStatus() {
+  let message = ui.settingsMessage;
+  if (!message) {
+    for (const frame of state.outbox.values()) {
+      if (frame.type === "settings" && !state.acceptedIntents.has(frame.id)) {
+        message = "sending…";
+      }
+    }
+  }
+  setText(dom.settingsStatus, message);
+}
+
+function renderDirtyQuestions() {
+  for (const id of ui.dirtyQuestions) {
+    const question = state.questions.get(id);
+    if (question) {
+      updateCard(cardFor(question), question);
+    } else {
+      removeCard(id);
+    }
+  }
+  ui.dirtyQuestions.clear();
+}
+
+function cardFor(question) {
+  let card = ui.cards.get(question.id);
+  if (!card) {
+    card = createCard(question.id);
+    updateCard(card, question);
+  }
+  return card;
+}
+
+function createCard(questionId) {
+  const root = dom.questionTemplate.content.firstElementChild.cloneNode(true);
+  root.dataset.questionId = questionId;
+  const part = (testId) => root.querySelector(`[data-testid="${testId}"]`);
+  const card = {
+    root,
+    text: part("question-text"),
+    author: root.querySelector(".author"),
+    created: root.querySelector(".created"),
+    createdAt: null,
+    upButton: part("vote-up"),
+    upCount: part("up-count"),
+    downButton: part("vote-down"),
+    downCount: part("down-count"),
+    score: part("score"),
+    status: part("status"),
+    sending: part("sending"),
+    moderation: root.querySelector(".moderation"),
+    actions: [...root.querySelectorAll("[data-action]")],
+  };
+  ui.cards.set(questionId, card);
+  return card;
+}
+
+function removeCard(questionId) {
+  const card = ui.cards.get(questionId);
+  if (card) {
+    card.root.remove();
+    ui.cards.delete(questionId);
+  }
+}
+
+function updateCard(card, question) {
+  const pinned = isPinned(question.id);
+  setText(card.text, question.text);
+  setText(card.author, question.author ?? "Anonymous");
+  card.author.classList.toggle("is-anonymous", question.author == null);
+  updateCardTime(card, question.created_at, Date.now());
+  updateCardVotes(card, question);
+  updateCardStatus(card, question.status);
+  updateCardModeration(card, question, pinned);
+  card.root.classList.toggle("is-pinned", pinned);
+  card.sending.hidden = !hasUnacceptedIntent(question.id);
+}
+
+function updateCardTime(card, createdAt, now) {
+  if (card.createdAt !== createdAt && Number.isFinite(createdAt)) {
+    const date = new Date(createdAt);
+    card.created.dateTime = date.toISOString();
+    card.created.title = date.toLocaleString("en");
+  }
+  card.createdAt = createdAt;
+  setText(card.created, formatRelativeTime(createdAt, now));
+}
+
+function updateCardVotes(card, question) {
+  const myVote = effectiveVote(question.id);
+  const votable = VOTABLE_STATUSES.has(question.status);
+  setText(card.upCount, String(question.up));
+  setText(card.downCount, String(question.down));
+  setText(card.score, String(question.score));
+  updateVoteButton(card.upButton, myVote === 1, votable, `Upvote, ${question.up} up`);
+  updateVoteButton(card.downButton, myVote === -1, votable, `Downvote, ${question.down} down`);
+}
+
+function updateVoteButton(button, pressed, enabled, label) {
+  button.setAttribute("aria-pressed", String(pressed));
+  button.classList.toggle("is-mine", pressed);
+  button.disabled = !enabled;
+  button.setAttribute("aria-label", label);
+}
+
+function updateCardStatus(card, status) {
+  card.root.dataset.status = status;
+  setText(card.status, status);
+  card.status.hidden = status === "live";
+}
+
+function updateCardModeration(card, question, pinned) {
+  const staff = isStaff();
+  card.moderation.hidden = !staff;
+  if (!staff) {
+    return;
+  }
+  for (const button of card.actions) {
+    button.hidden = !MODERATION_RULES[button.dataset.action](question, pinned);
+  }
+}
+
+function renderOrder() {
+  ui.orderDirty = false;
+  const pinnedId = state.room?.pinned && state.questions.has(state.room.pinned) ? state.room.pinned : null;
+  const listed = [];
+  const statusCounts = { all: 0, pending: 0, live: 0, answered: 0, hidden: 0 };
+  for (const question of state.questions.values()) {
+    statusCounts.all += 1;
+    statusCounts[question.status] = (statusCounts[question.status] ?? 0) + 1;
+    if (question.id !== pinnedId && matchesStatusFilter(question)) {
+      listed.push(question);
+    }
+  }
+  listed.sort(state.sort === "recent" ? compareRecent : comparePopular);
+
+  placePinned(pinnedId);
+  reorderChildren(dom.questionList, listed.map((question) => cardFor(question).root));
+  renderCounts(listed.length + (pinnedId ? 1 : 0), statusCounts);
+  dom.emptyNote.hidden = listed.length > 0 || pinnedId !== null;
+}
+
+function placePinned(pinnedId) {
+  const card = pinnedId ? cardFor(state.questions.get(pinnedId)) : null;
+  dom.pinned.hidden = !card;
+  if (!card) {
+    dom.pinnedList.replaceChildren();
+  } else if (dom.pinnedList.firstElementChild !== card.root) {
+    dom.pinnedList.replaceChildren(card.root);
+  }
+}
+
+function renderCounts(shown, statusCounts) {
+  setText(dom.questionCount, `(${shown})`);
+  if (!isStaff()) {
+    return;
+  }
+  for (const option of dom.statusFilter.options) {
+    if (option.dataset.label === undefined) {
+      option.dataset.label = option.textContent;
+    }
+    setText(option, `${option.dataset.label} (${statusCounts[option.value] ?? 0})`);
+  }
+}
+
+// Put `elements` into `container` in the given order with few DOM moves:
+// the elements along a longest increasing subsequence of their current
+// positions stay where they are, and only the others are moved.
+function reorderChildren(container, elements) {
+  if (sameChildren(container, elements)) {
+    return;
+  }
+  const wanted = new Set(elements);
+  for (const child of [...container.children]) {
+    if (!wanted.has(child)) {
+      child.remove();
+    }
+  }
+
+  const targetIndex = new Map(elements.map((element, index) => [element, index]));
+  const current = [...container.children];
+  const staying = new Set(
+    longestIncreasingSubsequence(current.map((child) => targetIndex.get(child))).map((position) => current[position]),
+  );
+
+  let next = null;
+  for (let index = elements.length - 1; index >= 0; index -= 1) {
+    const element = elements[index];
+    if (!staying.has(element)) {
+      container.insertBefore(element, next);
+    }
+    next = element;
+  }
+}
+
+function sameChildren(container, elements) {
+  const children = container.children;
+  if (children.length !== elements.length) {
+    return false;
+  }
+  return elements.every((element, index) => children[index] === element);
+}
+
+// Return the positions in `values` of one longest strictly increasing
+// subsequence, in O(n log n) (patience sorting with back links).
+function longestIncreasingSubsequence(values) {
+  const tails = [];
+  const previous = new Array(values.length);
+  for (let i = 0; i < values.length; i += 1) {
+    let low = 0;
+    let high = tails.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (values[tails[middle]] < values[i]) {
+        low = middle + 1;
+      } else {
+        high = middle;
+      }
+    }
+    previous[i] = low > 0 ? tails[low - 1] : -1;
+    tails[low] = i;
+  }
+
+  const positions = [];
+  for (let position = tails.length ? tails[tails.length - 1] : -1; position >= 0; position = previous[position]) {
+    positions.push(position);
+  }
+  return positions.reverse();
+}
+
+function refreshTimes() {
+  const now = Date.now();
+  for (const card of ui.cards.values()) {
+    setText(card.created, formatRelativeTime(card.createdAt, now));
+  }
+}
+
+function formatRelativeTime(timestamp, now) {
+  if (!Number.isFinite(timestamp)) {
+    return "";
+  }
+  // A clock behind the server's would show times in the future; call those "just now".
+  const seconds = Math.round((Math.min(timestamp, now) - now) / 1000);
+  const elapsed = -seconds;
+  if (elapsed < 45) {
+    return "just now";
+  }
+  if (elapsed < 3600) {
+    return relativeTimeFormat.format(Math.round(seconds / 60), "minute");
+  }
+  if (elapsed < 86400) {
+    return relativeTimeFormat.format(Math.round(seconds / 3600), "hour");
+  }
+  return relativeTimeFormat.format(Math.round(seconds / 86400), "day");
+}
+
+// ---------------------------------------------------------------------------
+// Header and messages
+// ---------------------------------------------------------------------------
+
+function setConnectionState(name, text) {
+  const defaults = {
+    idle: "Not joined",
+    connecting: "Connecting…",
+    reconnecting: "Reconnecting…",
+  };
+  dom.connectionState.dataset.state = name;
+  setText(dom.connectionState, text || defaults[name] || name);
+}
+
+// Show `message` in the one error element: beside the join form while it is
+// shown, else as a toast that hides itself after a while.
+function showError(message) {
+  const joining = !dom.joinView.hidden;
+  const slot = joining ? dom.joinMessageSlot : dom.toastMessageSlot;
+  if (dom.errorMessage.parentElement !== slot) {
+    slot.append(dom.errorMessage);
+  }
+  setText(dom.errorMessage, message);
+  dom.errorMessage.hidden = false;
+  dom.toast.hidden = joining;
+
+  clearTimeout(ui.toastTimer);
+  if (!joining) {
+    ui.toastTimer = setTimeout(clearError, TOAST_DURATION_MS);
+  }
+}
+
+function clearError() {
+  clearTimeout(ui.toastTimer);
+  setText(dom.errorMessage, "");
+  dom.errorMessage.hidden = true;
+  dom.toast.hidden = true;
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------
+
+function setText(node, text) {
+  if (node.textContent !== text) {
+    node.textContent = text;
+  }
+}
+
+function toCamelCase(id) {
+  return id.replace(/-([a-z])/g, (match, letter) => letter.toUpperCase());
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
