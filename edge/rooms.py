@@ -272,10 +272,17 @@ class EdgeRoom:
         now = time.monotonic()
         for client in list(self.clients):
             self._send_patch(client, patches[client.audience_class], now)
-            if changes.votes or changes.questions:
+        for user_id in self._users_touched(changes):
+            for client in list(self.by_user.get(user_id, ())):
                 personal = personal_frame(self.room, client.actor, changes)
                 if personal is not None:
                     client.write(personal)
+
+    def _users_touched(self, changes) -> set[str]:
+        """Return the local users whose personal facts (votes, own questions) changed."""
+        users = {user_id for user_id, _ in changes.votes}
+        users.update(self.room.author_of(question_id) for question_id in changes.questions)
+        return users & self.by_user.keys()
 
     def _send_patch(self, client: Client, patch: bytes | None, now: float) -> None:
         if client.stale_since is not None:

@@ -3,7 +3,8 @@
  * render the room's questions.
  *
  * The edge sends a snapshot, then patches with increasing seq numbers, plus
- * "mine" frames for what only this user sees. Every intent the user makes
+ * "mine" frames with the votes and pending questions visible only to this
+ * user. Every intent the user makes
  * (ask, vote, moderate, settings) stays in the outbox until the edge
  * acknowledges it as committed or rejects it, and the whole outbox is sent
  * again after each welcome. Intents carry UUIDs and the room applies an id
@@ -28,9 +29,9 @@ const STAFF_ROLES = new Set(["moderator", "host"]);
 const VOTABLE_STATUSES = new Set(["live", "answered"]);
 const SETTING_FLAGS = ["questions_open", "pre_moderation", "anonymous_allowed", "downvotes_allowed"];
 
-// Which moderation buttons a question shows. These mirror the status
-// transitions the room model accepts, so staff never see a button that
-// the edge would reject.
+// Visibility rule of each moderation button, given a question and whether it
+// is pinned. The rules mirror the status transitions the room model accepts,
+// so staff get no button for an action the edge would reject.
 const MODERATION_RULES = {
   approve: (question) => question.status === "pending" || question.status === "hidden",
   hide: (question) => question.status !== "hidden",
@@ -194,7 +195,7 @@ async function fetchConfig() {
   }
   const config = await response.json();
   if (typeof config.core !== "string" || typeof config.ws !== "string") {
-    throw new Error("the response lacks the 'core' or 'ws' URL");
+    throw new Error("the response is missing the 'core' or 'ws' URL");
   }
   return config;
 }
@@ -262,7 +263,7 @@ async function requestJoin(roomId, code, name) {
     throw new Error(body?.error?.message || `Joining failed with HTTP status ${response.status}; try again.`);
   }
   if (typeof body?.token !== "string" || !body.token) {
-    throw new Error("The server's join response contains no token; try joining again.");
+    throw new Error("The join response is missing the token; try joining again.");
   }
   const edges = Array.isArray(body.edges) ? body.edges.filter((edge) => typeof edge === "string" && edge) : [];
   return {
@@ -287,11 +288,19 @@ function startSession(roomId, token, edgeUrls, tokenSource) {
   resetRoomState();
   showRoomView();
   setText(dom.roomTitle, roomId);
-  openConnection(edgeUrls);
+  openConnection(ownEdgeFirst(edgeUrls));
 }
 
-// Clear what the previous session showed. The outbox stays: it holds what
-// the user asked for, and the room drops any intent id it has seen before.
+// The edge that served this page is the one routing picked for this user, so
+// it comes first; the rest of the list is the fallback order.
+function ownEdgeFirst(edgeUrls) {
+  const own = state.config.ws;
+  return [own, ...edgeUrls.filter((url) => url !== own)];
+}
+
+// Clear what the previous session showed. The outbox stays because it
+// contains the user's unconfirmed intents, and the room applies each intent
+// id at most once.
 function resetRoomState() {
   state.room = null;
   state.lastSeq = null;
@@ -439,14 +448,13 @@ function handleClose(socket, event) {
   if (socket !== connection.socket) {
     return;
   }
-  const wasWelcomed = connection.welcomed;
   connection.socket = null;
   connection.welcomed = false;
   clearTimeout(connection.welcomeTimer);
   console.info(`The connection to ${socket.url} closed with code ${event.code} ${event.reason}`.trim());
 
   if (event.code === 1008) {
-    handlePolicyClose(event.reason, wasWelcomed);
+    handlePolicyClose(event.reason);
     return;
   }
   // 4001 means this client read too slowly; the other 40xx codes are final.
@@ -458,12 +466,13 @@ function handleClose(socket, event) {
   scheduleReconnect();
 }
 
-// An edge closes with 1008 before its welcome when it rejects the hello's
-// token, so that case asks the user to join again. After a welcome the
-// token was good, and the close is about something else.
-function handlePolicyClose(reason, wasWelcomed) {
-  if (!wasWelcomed) {
-    handleTokenRejected(reason || "The edge rejected your session; join the room again.");
+// For a bad token the edge sends an error frame, which shows the join form,
+// and then closes with the error code as the reason. A close with that reason
+// does the same for a server that skips the frame. Other 1008 closes keep the
+// token.
+function handlePolicyClose(reason) {
+  if (TOKEN_ERROR_CODES.has(reason)) {
+    handleTokenRejected("Your session is no longer valid; join the room again.");
     return;
   }
   stopWithMessage(`The edge closed the connection: ${reason || "policy violation"}. Reload the page to connect again.`);
@@ -709,6 +718,7 @@ function submitIntent(fields) {
   state.outbox.set(frame.id, frame);
   sendFrame(frame);
   markIntentDirty(frame);
+  renderNow();
   return frame;
 }
 
@@ -753,7 +763,7 @@ function newIntentId() {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 
-// The vote the user sees: the latest one still in the outbox, else the stored one.
+// The vote to display: the latest one still in the outbox, else the stored one.
 function effectiveVote(questionId) {
   let value = state.myVotes.get(questionId) ?? 0;
   for (const frame of state.outbox.values()) {
@@ -780,6 +790,21 @@ function vote(questionId, direction) {
 
 function moderate(questionId, action) {
   submitIntent({ type: "moderate", question: questionId, action });
+}
+
+// One listener per list handles the vote and moderation buttons of every question.
+function handleQuestionClick(event) {
+  const button = event.target.closest("button");
+  const item = button?.closest("[data-question-id]");
+  if (!item) {
+    return;
+  }
+  const questionId = item.dataset.questionId;
+  if (button.dataset.vote) {
+    vote(questionId, Number(button.dataset.vote));
+  } else if (button.dataset.action) {
+    moderate(questionId, button.dataset.action);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -920,13 +945,13 @@ function setSort(sort) {
     button.setAttribute("aria-pressed", String(button.dataset.sort === sort));
   }
   ui.orderDirty = true;
-  scheduleRender();
+  renderNow();
 }
 
 function handleFilterChange() {
   state.statusFilter = dom.statusFilter.value;
   ui.orderDirty = true;
-  scheduleRender();
+  renderNow();
 }
 
 // Popular: score (highest first), then creation time, then id.
@@ -980,6 +1005,13 @@ function scheduleRender() {
   ui.renderScheduled = true;
   requestAnimationFrame(render);
   setTimeout(render, 100);
+}
+
+// Render at once after the user's own actions, so the page updates in the
+// same task as the click instead of on the next frame.
+function renderNow() {
+  ui.renderScheduled = true;
+  render();
 }
 
 function render() {
@@ -1075,10 +1107,13 @@ function renderSettingsStatus() {
 function renderDirtyQuestions() {
   for (const id of ui.dirtyQuestions) {
     const question = state.questions.get(id);
-    if (question) {
-      updateCard(cardFor(question), question);
-    } else {
+    const card = ui.cards.get(id);
+    if (!question) {
       removeCard(id);
+    } else if (card) {
+      updateCard(card, question);
+    } else {
+      cardFor(question);
     }
   }
   ui.dirtyQuestions.clear();
@@ -1212,8 +1247,8 @@ function placePinned(pinnedId) {
   }
 }
 
-function renderCounts(shown, statusCounts) {
-  setText(dom.questionCount, `(${shown})`);
+function renderCounts(visibleCount, statusCounts) {
+  setText(dom.questionCount, `(${visibleCount})`);
   if (!isStaff()) {
     return;
   }
@@ -1232,9 +1267,9 @@ function reorderChildren(container, elements) {
   if (sameChildren(container, elements)) {
     return;
   }
-  const wanted = new Set(elements);
+  const targets = new Set(elements);
   for (const child of [...container.children]) {
-    if (!wanted.has(child)) {
+    if (!targets.has(child)) {
       child.remove();
     }
   }

@@ -1,0 +1,91 @@
+"""The web UI in headless Chromium against a real three-region cluster.
+
+Playwright drives Debian's ``chromium`` package (``/usr/bin/chromium``); a
+test tool's own browser download is not used. ``.ci/run`` installs Chromium.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import playwright.sync_api as playwright
+
+pytestmark = [pytest.mark.cluster, pytest.mark.browser]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def edge_page(cluster, region: str) -> str:
+    return cluster.info["regions"][region]["edge_http"][0]
+
+
+def join(browser, url: str, name: str, region: str):
+    page = browser.new_context().new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.get_by_test_id("join-name").fill(name)
+    page.get_by_test_id("join-submit").click()
+    playwright.expect(page.get_by_test_id("connection-state")).to_contain_text(f"in {region}", timeout=WAIT_MS)
+    return page, errors
+
+
+def test_two_regions_ask_vote_and_see_count(browser, cluster):
+    room = cluster.create_room("Browser AMA")
+    first, second = cluster.regions()[0], cluster.regions()[2]
+    link = "/?room={room}&code={code}".format(**room)
+    asker, asker_errors = join(browser, edge_page(cluster, first) + link, "Ada", first)
+    voter, voter_errors = join(browser, edge_page(cluster, second) + link, "Grace", second)
+
+    asker.get_by_test_id("ask-text").fill("How do edges in different regions agree?")
+    asker.get_by_test_id("ask-submit").click()
+
+    question = voter.get_by_test_id("question").filter(has_text="How do edges in different regions agree?")
+    playwright.expect(question).to_have_count(1, timeout=WAIT_MS)
+    playwright.expect(question.get_by_test_id("up-count")).to_have_text("0")
+    question.get_by_test_id("vote-up").click()
+
+    seen_by_asker = asker.get_by_test_id("question").filter(has_text="How do edges in different regions agree?")
+    playwright.expect(seen_by_asker.get_by_test_id("up-count")).to_have_text("1", timeout=WAIT_MS)
+    playwright.expect(seen_by_asker.get_by_test_id("score")).to_have_text("1")
+    assert asker_errors == []
+    assert voter_errors == []
+
+
+def test_host_hides_question_for_audience(browser, cluster):
+    room = cluster.create_room("Browser moderation")
+    first, second = cluster.regions()[0], cluster.regions()[1]
+    audience, _ = join(browser, edge_page(cluster, second) + "/?room={room}&code={code}".format(**room), "Linus", second)
+    host = browser.new_context().new_page()
+    host.goto(edge_page(cluster, first) + "/?room={room}#token={host_token}".format(**room))
+    playwright.expect(host.get_by_test_id("role")).to_contain_text("host", timeout=WAIT_MS)
+
+    audience.get_by_test_id("ask-text").fill("Please hide me")
+    audience.get_by_test_id("ask-submit").click()
+    on_host = host.get_by_test_id("question").filter(has_text="Please hide me")
+    playwright.expect(on_host).to_have_count(1, timeout=WAIT_MS)
+    on_host.get_by_test_id("moderate-hide").click()
+
+    playwright.expect(audience.get_by_test_id("question").filter(has_text="Please hide me")).to_have_count(0, timeout=WAIT_MS)
+    playwright.expect(on_host.get_by_test_id("status")).to_contain_text("hidden", timeout=WAIT_MS)

