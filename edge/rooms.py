@@ -11,7 +11,7 @@ Theory of operation
   and waits for the stream's acknowledgement before the next, so a producer's
   updates are stored in order. Only then is the intent acked ``accepted``;
   it is acked ``committed`` once the core's watermark covers its clock.
-* Views go out on a short tick: one patch per audience class, written as the
+* Views go out at most once per tick: one patch per audience class, written as the
   same bytes to every socket of that class. A socket whose send buffer is
   over ``STALE_BYTES`` skips patches and gets a fresh snapshot once it drains;
   one that stays stuck for ``STUCK_S`` is closed with 4001.
@@ -259,11 +259,18 @@ class EdgeRoom:
     # -- views -----------------------------------------------------------------
 
     async def _tick(self) -> None:
+        """Flush on the first change after a quiet tick, then at most once per ``TICK_S``.
+
+        An idle room's first change goes out at once; under load changes are
+        batched into one patch per tick.
+        """
+        last_flush = 0.0
         while True:
             await self.dirty.wait()
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - last_flush)))
             self.dirty.clear()
             self.flush()
+            last_flush = time.monotonic()
 
     def flush(self) -> None:
         """Send this tick's patches and personal frames."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -255,3 +257,61 @@ def test_stop_ends_every_child(tmp_path):
     finally:
         process.stop()
     assert os.path.exists(process.data_dir / "plan.json")
+
+
+async def test_core_restart_commits_resume(tmp_path):
+    """With the core down intents stay accepted; a restarted core catches up and commits them."""
+    process = UpProcess(tmp_path / "data")
+    core = None
+    try:
+        cluster = ClusterApi(process.start())
+        room = cluster.create_room("Core restarts")
+        regions = cluster.regions()
+        clients = [await connect(cluster, room, region, f"c-{region}") for region in regions]
+        question = await clients[0].ask("Is this stored while the core is down?")
+        await clients[0].wait_for(lambda state: clients[0].acked(question), WAIT_S)
+
+        os.kill(up_core_pid(process), 15)
+        await asyncio.sleep(1.0)
+        votes = [await client.vote(question, 1) for client in clients]
+        for client, intent in zip(clients, votes):
+            await client.wait_for(lambda state: client.acked(intent, "accepted"), WAIT_S)
+        await asyncio.sleep(1.0)
+        assert not any(client.acked(intent) for client, intent in zip(clients, votes))
+
+        core = start_core_like(process)
+        for client, intent in zip(clients, votes):
+            await client.wait_for(lambda state: client.acked(intent), 30)
+        exported = {view["id"]: view for view in cluster.export(room)["questions"]}
+        assert exported[question]["up"] == 3
+        await close_all(clients)
+    finally:
+        if core is not None:
+            core.terminate()
+            core.wait(timeout=30)
+        process.stop()
+
+
+def up_core_pid(process: UpProcess) -> int:
+    return process.info["core_pid"]
+
+
+def start_core_like(process: UpProcess):
+    """Start the core again with the arguments ``ama up`` gave it."""
+    data_dir = process.data_dir
+    log = open(data_dir / "logs" / "core-restarted.log", "ab")
+    core = subprocess.Popen(
+        [sys.executable, "-m", "core.main", "--plan", str(data_dir / "plan.json"), "--data-dir", str(data_dir / "core")],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(process.info["core"] + "/healthz", timeout=1) as response:
+                if response.status == 200:
+                    return core
+        except OSError:
+            time.sleep(0.2)
+    core.kill()
+    raise RuntimeError("the restarted core did not become ready in 30 s")
