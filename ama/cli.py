@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ama import plan as plans
+from ama.routing import add_routing_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data-dir", type=Path, default=Path("data"), help="directory for the plan, stores, logs and cluster.json (default: ./data)")
     up.add_argument("--plan", type=Path, default=None, help="start this topology plan (JSON) instead of the default three regions")
+    add_routing_arguments(up)
 
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from ama.supervisor import UpError, run
 
         try:
-            return run(args.data_dir, args.plan)
+            return run(args.data_dir, args.plan, args.geoip, args.trusted_proxy)
         except (UpError, plans.PlanError, FileNotFoundError) as exc:
             print(f"ama up: error: {exc}", file=sys.stderr)
             return 2

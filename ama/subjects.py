@@ -64,3 +64,11 @@ def stream(region: str) -> str:
 
 def core_consumer(region: str) -> str:
     return "core_" + region.replace("-", "_")
+
+
+def health(kind: str, name: str) -> str:
+    """Heartbeats of one node (``kind`` is ``region`` or ``edge``)."""
+    return f"ama.health.{kind}.{name}"
+
+
+HEALTH_ALL = "ama.health.>"

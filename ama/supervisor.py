@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ama import natsconf, plan as plans
+from ama.addresses import parse_networks
+from ama.geo import GeoDatabase
 
 log = logging.getLogger("ama.up")
 
@@ -101,8 +103,9 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(temporary, path)
 
 
-def plan_children(data_dir: Path, view: plans.View) -> list[Child]:
+def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | None = None) -> list[Child]:
     """List every process of the cluster, in start order, and write the NATS configurations."""
+    routing_args = routing_args or []
     nats_binary = natsconf.find_binary()
     python = sys.executable
     plan_path = str(data_dir / "plan.json")
@@ -119,14 +122,15 @@ def plan_children(data_dir: Path, view: plans.View) -> list[Child]:
     core = view.plan["core"]
     children.append(Child(
         core["name"], "core", view.plan["core_region"],
-        [python, "-m", "core.main", "--plan", plan_path, "--data-dir", str(data_dir / "core")],
+        [python, "-m", "core.main", "--plan", plan_path, "--data-dir", str(data_dir / "core"), *routing_args],
         view.core_url() + "/healthz", logs / f"{core['name']}.log",
     ))
-    for kind, key, module in (("region", "region_services", "region.main"), ("edge", "edges", "edge.main")):
+    for kind, key, module, extra in (("region", "region_services", "region.main", []), ("edge", "edges", "edge.main", routing_args)):
         for region in view.plan["regions"]:
             for node in region[key]:
                 health = f"http://{view.host}:{node['http_port']}/healthz"
-                children.append(Child(node["name"], kind, region["name"], [python, "-m", module, "--plan", plan_path, "--name", node["name"]], health, logs / f"{node['name']}.log"))
+                argv = [python, "-m", module, "--plan", plan_path, "--name", node["name"], *extra]
+                children.append(Child(node["name"], kind, region["name"], argv, health, logs / f"{node['name']}.log"))
     return children
 
 
@@ -255,11 +259,28 @@ class _Stop(Exception):
     pass
 
 
-def run(data_dir: Path, plan_file: Path | None = None) -> int:
+def routing_arguments(geoip: Path | None, trusted_proxies: list[str]) -> list[str]:
+    """Check the geo routing options and return them as the core's and edges' arguments."""
+    try:
+        parse_networks(trusted_proxies)
+    except ValueError as exc:
+        raise UpError(str(exc)) from None
+    args = [arg for network in trusted_proxies for arg in ("--trusted-proxy", network)]
+    if geoip is not None:
+        try:
+            GeoDatabase(geoip).reader.close()
+        except (OSError, ValueError) as exc:
+            raise UpError(f"cannot open the geoip database {geoip}: {exc}; pass a MaxMind City or Country .mmdb file") from None
+        args += ["--geoip", str(geoip.resolve())]
+    return args
+
+
+def run(data_dir: Path, plan_file: Path | None = None, geoip: Path | None = None, trusted_proxies: list[str] | None = None) -> int:
     """Run ``ama up`` in the foreground until Ctrl-C or SIGTERM; return the exit status."""
     data_dir = data_dir.resolve()
+    routing_args = routing_arguments(geoip, trusted_proxies or [])
     view = prepare_plan(data_dir, plan_file)
-    cluster = Cluster(data_dir, view, plan_children(data_dir, view))
+    cluster = Cluster(data_dir, view, plan_children(data_dir, view, routing_args))
 
     def on_signal(signum, frame):
         raise _Stop()

@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ama.intents import MAX_NAME_LENGTH, MAX_TITLE_LENGTH, FrameError, normalize_text
-from ama.plan import View
 from ama.replication import Replica
+from ama.routing import Routing
 from ama.room import Room
 from ama.tokens import Signer, TokenError, Verifier
 from core.service import CoreReplicas, now_ms
@@ -58,11 +58,11 @@ def normalize_code(code: str) -> str:
 
 @dataclass
 class CoreState:
-    view: View
     signer: Signer
     verifier: Verifier
     admin_token: str
     replicas: CoreReplicas
+    routing: Routing
 
     @property
     def store(self):
@@ -110,8 +110,13 @@ def build_app(state: CoreState) -> Starlette:
         name = _text_field(body, "name", MAX_NAME_LENGTH)
         user = "u_" + secrets.token_hex(8)
         token = state.signer.issue(user, record.room, "audience", name)
-        log.info("room=%s joined by user=%s", record.room, user)
-        return JSONResponse({"token": token, "edges": edge_urls(state.view), "room": record.room, "user": user, "title": record.title})
+        located = state.routing.locate_request(request)
+        log.info("room=%s joined by user=%s client_ip=%s reason=%s", record.room, user, located["client_ip"], located["reason"])
+        routing = {key: located[key] for key in ("client_ip", "location", "reason", "regions")}
+        return JSONResponse({"token": token, "edges": located["edges"], "room": record.room, "user": user, "title": record.title, "routing": routing})
+
+    async def locate(request: Request) -> JSONResponse:
+        return JSONResponse(state.routing.locate_request(request))
 
     async def export(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
@@ -134,6 +139,7 @@ def build_app(state: CoreState) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/.well-known/jwks.json", jwks),
+        Route("/v1/locate", locate),
         Route("/v1/rooms", create_room, methods=["POST"]),
         Route("/v1/rooms/{room}", room_info),
         Route("/v1/rooms/{room}/join", join, methods=["POST"]),
@@ -144,16 +150,6 @@ def build_app(state: CoreState) -> Starlette:
     # requests carry tokens in headers, never cookies, so any origin may call.
     middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={ApiError: handle_api_error})
-
-
-def edge_urls(view: View) -> list[str]:
-    """Return every edge's WebSocket URL, the core's region first.
-
-    TODO: order by the client's location once geo routing exists; until then
-    every client gets the plan's region order.
-    """
-    order = [view.plan["core_region"]] + [name for name in view.region_names() if name != view.plan["core_region"]]
-    return [url for region in order for url in view.edge_ws_urls(region)]
 
 
 def _bearer(request: Request) -> str | None:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ama import logs, plan as plans
 from ama.natsutil import connect
+from ama.health import follow_heartbeats
 from ama.runtime import serve_http, stop_on_signals
+from ama.routing import Routing, add_routing_arguments
 from ama.tokens import Signer, Verifier
 from core.app import CoreState, build_app
 from core.service import CoreReplicas, Ingest
@@ -31,7 +33,7 @@ def load_admin_token(path: Path) -> str:
     return token
 
 
-async def run(plan_path: Path, data_dir: Path) -> None:
+async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxies: list[str]) -> None:
     view = plans.View(plans.load(plan_path))
     region = view.plan["core_region"]
     logs.setup(view.plan["core"]["name"], region)
@@ -41,9 +43,11 @@ async def run(plan_path: Path, data_dir: Path) -> None:
     store = SQLiteStore(data_dir / "core.sqlite3")
     await store.open()
     signer = Signer.load_or_create(data_dir / "signing-key.json")
-    state = CoreState(view, signer, Verifier(signer.jwks()), load_admin_token(data_dir / "admin-token"), CoreReplicas(store))
     order = [region] + [name for name in view.region_names() if name != region]
+    routing = Routing(view, view.region_names(), geoip, trusted_proxies)
+    state = CoreState(signer, Verifier(signer.jwks()), load_admin_token(data_dir / "admin-token"), CoreReplicas(store), routing)
     nc = await connect(view.nats_urls_in_order(order), name=view.plan["core"]["name"])
+    await follow_heartbeats(nc, routing.board)
     ingest = Ingest(nc, state.replicas, view.region_names())
     log.info("core starting http_port=%d", view.plan["core"]["http_port"])
     try:
@@ -61,8 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m core.main", description="Run the AMA Mesh core service.")
     parser.add_argument("--plan", type=Path, required=True, help="topology plan JSON written by ama up")
     parser.add_argument("--data-dir", type=Path, required=True, help="directory of the core's database and keys")
+    add_routing_arguments(parser)
     args = parser.parse_args()
-    asyncio.run(run(args.plan, args.data_dir))
+    asyncio.run(run(args.plan, args.data_dir, args.geoip, args.trusted_proxy))
 
 
 if __name__ == "__main__":

@@ -35,8 +35,12 @@ def build_app(node: EdgeNode) -> Starlette:
             return JSONResponse({"status": "unavailable", "service": "edge"}, status_code=503)
         return JSONResponse({"status": "ok", "service": "edge", "edge": node.name, "home_region": node.current_region(), "rooms": len(node.rooms)})
 
+    async def locate(request):
+        return JSONResponse(node.routing.locate_request(request))
+
     return Starlette(routes=[
         Route("/", index),
+        Route("/v1/locate", locate),
         Route("/v1/config", config),
         Route("/healthz", healthz),
         Mount("/", StaticFiles(directory=STATIC), name="static"),

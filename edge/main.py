@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 
 from ama import logs, plan as plans
+from ama.health import publish_heartbeats
+from ama.routing import add_routing_arguments
 from ama.runtime import serve_http, stop_on_signals
 from edge.app import build_app
 from edge.node import EdgeNode
@@ -16,9 +18,9 @@ from edge.server import Endpoint, serve_sockets
 log = logging.getLogger("ama.edge")
 
 
-async def run(plan_path: Path, name: str) -> None:
+async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: list[str]) -> None:
     view = plans.View(plans.load(plan_path))
-    node = EdgeNode(view, name)
+    node = EdgeNode(view, name, geoip, trusted_proxies)
     logs.setup(name, node.region)
     stop = stop_on_signals()
     await node.start()
@@ -27,9 +29,13 @@ async def run(plan_path: Path, name: str) -> None:
     try:
         async with serve_sockets(endpoint, view.host, node.config["ws_port"]) as server:
             async with asyncio.TaskGroup() as tasks:
-                idle_task = tasks.create_task(node.close_idle_rooms())
+                background = [
+                    tasks.create_task(node.close_idle_rooms()),
+                    tasks.create_task(publish_heartbeats(node.nc, "edge", name, node.current_region)),
+                ]
                 await serve_http(build_app(node), view.host, node.config["http_port"], stop)
-                idle_task.cancel()
+                for task in background:
+                    task.cancel()
                 await endpoint.shutdown()
                 server.close()
     finally:
@@ -41,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m edge.main", description="Run an AMA Mesh edge.")
     parser.add_argument("--plan", type=Path, required=True, help="topology plan JSON written by ama up")
     parser.add_argument("--name", required=True, help="this edge's node name in the plan")
+    add_routing_arguments(parser)
     args = parser.parse_args()
-    asyncio.run(run(args.plan, args.name))
+    asyncio.run(run(args.plan, args.name, args.geoip, args.trusted_proxy))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ import time
 import urllib.request
 
 from ama import plan as plans
+from ama.health import follow_heartbeats
 from ama.natsutil import connect, connected_url
+from ama.routing import Routing
 from ama.tokens import Claims, TokenError, Verifier
 from edge.rooms import EdgeRoom
 
@@ -21,13 +23,14 @@ JWKS_REFRESH_MIN_S = 10.0
 
 
 class EdgeNode:
-    def __init__(self, view: plans.View, name: str):
+    def __init__(self, view: plans.View, name: str, geoip=None, trusted_proxies: list[str] | None = None):
         self.view = view
         self.name = name
         region, edge = view.edge(name)
         self.region = region["name"]
         self.config = edge
         self.home_regions: list[str] = edge["home_regions"]
+        self.routing = Routing(view, self.home_regions, geoip, trusted_proxies or [])
         self.nc = None
         self.js = None
         self.rooms: dict[str, EdgeRoom] = {}
@@ -43,6 +46,7 @@ class EdgeNode:
         servers = self.view.nats_urls_in_order(self.home_regions)
         self.nc = await connect(servers, name=self.name, on_reconnected=self._on_reconnected)
         self.js = self.nc.jetstream(timeout=5)
+        await follow_heartbeats(self.nc, self.routing.board)
         log.info("edge connected home_region=%s", self.current_region())
 
     def current_region(self) -> str:

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ama import logs, plan as plans
+from ama.health import publish_heartbeats
 from ama.natsutil import connect
 from ama.runtime import serve_http, stop_on_signals
 from region.service import RegionService
@@ -47,9 +48,13 @@ async def run(plan_path: Path, name: str) -> None:
     log.info("region service starting http_port=%d", node["http_port"])
     try:
         async with asyncio.TaskGroup() as tasks:
-            service_task = tasks.create_task(service.run())
+            background = [
+                tasks.create_task(service.run()),
+                tasks.create_task(publish_heartbeats(nc, "region", name, lambda: region)),
+            ]
             await serve_http(build_app(service), view.host, node["http_port"], stop)
-            service_task.cancel()
+            for task in background:
+                task.cancel()
     finally:
         await nc.close()
         log.info("region service stopped")

@@ -83,8 +83,8 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def http_json(method: str, url: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
+def http_json(method: str, url: str, body: dict | None = None, token: str | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None if body is None else json.dumps(body).encode()

@@ -129,6 +129,7 @@ async def test_moderation_from_another_region(cluster):
         await asker.wait_for(lambda state: state.room.get("pre_moderation") is True, WAIT_S)
         question = await asker.ask("Will a moderator approve this?")
         await host.wait_for(lambda state: question in state.questions, WAIT_S)
+        await asker.wait_for(lambda state: question in state.questions, WAIT_S)
         assert host.state.questions[question]["status"] == "pending"
         assert asker.state.questions[question]["status"] == "pending"
         assert question not in watcher.state.questions

@@ -157,9 +157,9 @@ function readLink() {
   };
 }
 
-function openFromLink(link) {
+async function openFromLink(link) {
   if (link.room && link.token) {
-    startSession(link.room, link.token, [state.config.ws], "link");
+    startSession(link.room, link.token, ownEdgeFirst(await locateEdges()), "link");
     return;
   }
   const stored = link.room ? loadStoredSession(link.room) : null;
@@ -168,6 +168,18 @@ function openFromLink(link) {
     return;
   }
   showJoinView(link);
+}
+
+// Ask this edge for every edge, nearest first; a staff link has no join
+// response to take the list from. Without an answer, this edge alone serves.
+async function locateEdges() {
+  try {
+    const response = await fetch("/v1/locate", { headers: { Accept: "application/json" } });
+    const body = response.ok ? await response.json() : null;
+    return Array.isArray(body?.edges) ? body.edges.filter((edge) => typeof edge === "string" && edge) : [];
+  } catch {
+    return [];
+  }
 }
 
 // Fetch /v1/config, retrying with the reconnect backoff until it succeeds,
@@ -266,10 +278,11 @@ async function requestJoin(roomId, code, name) {
     throw new Error("The join response is missing the token; try joining again.");
   }
   const edges = Array.isArray(body.edges) ? body.edges.filter((edge) => typeof edge === "string" && edge) : [];
+  const located = Boolean(body.routing && body.routing.location);
   return {
     room: typeof body.room === "string" && body.room ? body.room : roomId,
     token: body.token,
-    edges: edges.length ? edges : [state.config.ws],
+    edges: edges.length ? (located ? edges : ownEdgeFirst(edges)) : [state.config.ws],
   };
 }
 
@@ -288,11 +301,12 @@ function startSession(roomId, token, edgeUrls, tokenSource) {
   resetRoomState();
   showRoomView();
   setText(dom.roomTitle, roomId);
-  openConnection(ownEdgeFirst(edgeUrls));
+  openConnection(edgeUrls);
 }
 
-// The edge that served this page is the one routing picked for this user, so
-// it comes first; the rest of the list is the fallback order.
+// Without a location for this client (a private or unknown address), the
+// edge that served this page is the best guess of a near one, so it comes
+// first; with a location, the core's nearest-first order stands.
 function ownEdgeFirst(edgeUrls) {
   const own = state.config.ws;
   return [own, ...edgeUrls.filter((url) => url !== own)];
