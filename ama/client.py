@@ -93,6 +93,8 @@ class AmaClient:
                 state.questions.pop(question_id, None)
             self._note_scores(frame["questions"])
         elif kind == "mine":
+            if frame.get("replace"):
+                state.mine = {}
             for question_id, value in frame["votes"].items():
                 if value:
                     state.mine[question_id] = value

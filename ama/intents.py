@@ -80,22 +80,44 @@ def decode_frame(data: str | bytes) -> Frame:
     try:
         frame = _frame_decoder.decode(data)
     except msgspec.ValidationError as exc:
-        raise FrameError("invalid_frame", f"The frame does not match its message type: {exc}.") from exc
+        raise FrameError("invalid_frame", f"The frame does not match its message type: {exc}.", _claimed_id(data)) from exc
     except msgspec.DecodeError as exc:
         raise FrameError("invalid_json", "The frame is not a valid JSON object; send one JSON object per text frame.") from exc
     if not isinstance(frame, Hello):
-        frame.id = canonical_id(frame.id, "id")
+        check_id(frame.id, "id", _claimed_id(data))
         if isinstance(frame, (Vote, Moderate)):
-            frame.question = canonical_id(frame.question, "question", frame.id)
+            check_id(frame.question, "question", frame.id)
     return frame
 
 
-def canonical_id(value: str, field: str, intent_id: str | None = None) -> str:
-    """Return the canonical lowercase form of a UUID, or raise FrameError naming the field."""
+def _claimed_id(data: bytes) -> str | None:
+    """Return the frame's ``id`` when it is a UUID, so the client can drop that intent from its outbox."""
     try:
-        return str(uuid.UUID(value))
+        claimed = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    value = claimed.get("id") if isinstance(claimed, dict) else None
+    if isinstance(value, str) and len(value) <= 36:
+        try:
+            uuid.UUID(value)
+        except ValueError:
+            return None
+        return value
+    return None
+
+
+def check_id(value: str, field: str, intent_id: str | None = None) -> None:
+    """Check that an id is a UUID in its 36-character form; raise FrameError naming the field.
+
+    Ids are kept exactly as the client sent them, so acks and errors carry
+    the same string the client keeps in its outbox.
+    """
+    try:
+        valid = len(value) == 36 and uuid.UUID(value) is not None
     except ValueError:
-        raise FrameError("invalid_id", f"Field {field!r} must be a UUID such as 1b4e28ba-2fa1-11d2-883f-b9a761bde3fb.", intent_id) from None
+        valid = False
+    if not valid:
+        raise FrameError("invalid_id", f"Field {field!r} must be a UUID such as 1b4e28ba-2fa1-11d2-883f-b9a761bde3fb.", intent_id)
 
 
 def normalize_text(text: str, field: str, max_length: int, intent_id: str | None = None) -> str:

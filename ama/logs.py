@@ -35,6 +35,10 @@ def setup(node: str, region: str, level: str | None = None) -> None:
     handler.addFilter(_NodeFilter(node, region))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("AMA_LOG_LEVEL", "INFO"))
+    name = (level or os.environ.get("AMA_LOG_LEVEL") or "INFO").upper()
+    if name not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        sys.stderr.write(f"AMA_LOG_LEVEL={name!r} is not a log level; using INFO\n")
+        name = "INFO"
+    root.setLevel(name)
     for noisy in ("nats", "websockets", "hypercorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ama.subjects import check_token
+from ama.subjects import check_token, stream
 
 PLAN_VERSION = 1
 
@@ -103,6 +103,9 @@ def validate(plan: dict) -> None:
             raise PlanError(f"plan.regions[].name: {exc}") from None
     if len(set(names)) != len(names):
         raise PlanError(f"plan.regions[].name must be unique, got {names}")
+    streams = [stream(name) for name in names]
+    if len(set(streams)) != len(streams):
+        raise PlanError(f"plan.regions[].name must stay unique with '-' read as '_' (they name JetStream streams), got {names}")
     if plan.get("core_region") not in names:
         raise PlanError(f"plan.core_region {plan.get('core_region')!r} is not one of the regions {names}")
     for region in regions:

@@ -57,6 +57,14 @@ def core_load(room: str) -> str:
 CORE_LOAD_ALL = "ama.core.load.*"
 
 
+def core_watermark(room: str) -> str:
+    """Requests to the core for one room's current commit watermark."""
+    return f"ama.core.wm.{room}"
+
+
+CORE_WATERMARK_ALL = "ama.core.wm.*"
+
+
 def stream(region: str) -> str:
     """The JetStream stream that stores the updates of edges homed in ``region``."""
     return "AMA_UPD_" + region.upper().replace("-", "_")

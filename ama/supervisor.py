@@ -97,9 +97,15 @@ def _port_in_use(host: str, port: int) -> bool:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    """Write JSON by rename, so a reader never sees a half-written file."""
+    """Write JSON by rename, so a reader never sees a half-written file.
+
+    The mode is 0600: cluster.json holds the admin token and demo-room.json
+    the join code.
+    """
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(value, indent=2) + "\n")
     os.replace(temporary, path)
 
 

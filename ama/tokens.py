@@ -25,6 +25,10 @@ from ama.room import ROLES
 ISSUER = "ama-core"
 ALGORITHM = "EdDSA"
 DEFAULT_TTL_S = 12 * 3600
+# Tolerated difference between the core's clock and an edge's, in seconds.
+CLOCK_SKEW_S = 30
+# How long after expiry a token can still be exchanged for a new one.
+REFRESH_GRACE_S = 30 * 24 * 3600
 
 
 class TokenError(Exception):
@@ -103,17 +107,18 @@ class Verifier:
     def knows(self, token: str) -> bool:
         return self.key_id_of(token) in self.keys
 
-    def verify(self, token: str) -> Claims:
+    def verify(self, token: str, expired_grace_s: int = 0) -> Claims:
+        """Verify a token; one that expired less than ``expired_grace_s`` ago still passes (for refreshes)."""
         key = self.keys.get(self.key_id_of(token))
         if key is None:
             raise TokenError("invalid_token", "The token was signed with an unknown key; join the room again.")
         try:
             claims = jwt.decode(
-                token, key, algorithms=[ALGORITHM], issuer=ISSUER,
+                token, key, algorithms=[ALGORITHM], issuer=ISSUER, leeway=CLOCK_SKEW_S + expired_grace_s,
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise TokenError("token_expired", "The token has expired; join the room again to get a new one.") from None
+            raise TokenError("token_expired", "The token has expired; refresh it or join the room again.") from None
         except jwt.PyJWTError as exc:
             raise TokenError("invalid_token", f"The token is invalid ({exc}); join the room again.") from None
         if claims.get("role") not in ROLES or not isinstance(claims.get("room"), str):

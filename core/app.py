@@ -20,7 +20,7 @@ from ama.intents import MAX_NAME_LENGTH, MAX_TITLE_LENGTH, FrameError, normalize
 from ama.replication import Replica
 from ama.routing import Routing
 from ama.room import Room
-from ama.tokens import Signer, TokenError, Verifier
+from ama.tokens import REFRESH_GRACE_S, Signer, TokenError, Verifier
 from core.service import CoreReplicas, now_ms
 from core.store import NewUpdate, RoomRecord
 
@@ -97,7 +97,7 @@ def build_app(state: CoreState) -> Starlette:
 
     async def room_info(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
-        return JSONResponse({"room": record.room, "title": record.title})
+        return JSONResponse({"room": record.room, "title": await _title(state, record)})
 
     async def join(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
@@ -108,12 +108,27 @@ def build_app(state: CoreState) -> Starlette:
         if not hmac.compare_digest(normalize_code(code).encode(), record.code.encode()):
             raise ApiError(403, "wrong_code", "The join code does not match this room; check the code and try again.")
         name = _text_field(body, "name", MAX_NAME_LENGTH)
-        user = "u_" + secrets.token_hex(8)
+        user = _returning_user(body, state, record.room) or "u_" + secrets.token_hex(8)
         token = state.signer.issue(user, record.room, "audience", name)
         located = state.routing.locate_request(request)
         log.info("room=%s joined by user=%s client_ip=%s reason=%s", record.room, user, located["client_ip"], located["reason"])
         routing = {key: located[key] for key in ("client_ip", "location", "reason", "regions")}
-        return JSONResponse({"token": token, "edges": located["edges"], "room": record.room, "user": user, "title": record.title, "routing": routing})
+        return JSONResponse({"token": token, "edges": located["edges"], "room": record.room, "user": user, "title": await _title(state, record), "routing": routing})
+
+    async def refresh(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        body = await _json_body(request)
+        token = body.get("token")
+        if not isinstance(token, str) or not token:
+            raise ApiError(400, "missing_token", "Field 'token' is missing; send the token to refresh.")
+        try:
+            claims = state.verifier.verify(token, expired_grace_s=REFRESH_GRACE_S)
+        except TokenError as exc:
+            raise ApiError(401, exc.code, "The token cannot be refreshed; join the room again.") from None
+        if claims.room != record.room:
+            raise ApiError(403, "wrong_room", "The token belongs to another room; join this room with its code.")
+        fresh = state.signer.issue(claims.user, claims.room, claims.role, claims.name)
+        return JSONResponse({"token": fresh, "room": record.room, "user": claims.user, "role": claims.role})
 
     async def locate(request: Request) -> JSONResponse:
         return JSONResponse(state.routing.locate_request(request))
@@ -129,7 +144,9 @@ def build_app(state: CoreState) -> Starlette:
     async def host_token(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
         token = _bearer(request)
-        if token is None or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
+        if token is None:
+            raise ApiError(401, "missing_token", "Send 'Authorization: Bearer TOKEN' with the admin token.")
+        if not hmac.compare_digest(token.encode(), state.admin_token.encode()):
             raise ApiError(403, "forbidden", "Only the admin token can issue host tokens for an existing room.")
         return JSONResponse({"token": state.signer.issue(record.host_user, record.room, "host", "Host"), "room": record.room})
 
@@ -143,6 +160,7 @@ def build_app(state: CoreState) -> Starlette:
         Route("/v1/rooms", create_room, methods=["POST"]),
         Route("/v1/rooms/{room}", room_info),
         Route("/v1/rooms/{room}/join", join, methods=["POST"]),
+        Route("/v1/rooms/{room}/refresh", refresh, methods=["POST"]),
         Route("/v1/rooms/{room}/export", export),
         Route("/v1/rooms/{room}/host-token", host_token, methods=["POST"]),
     ]
@@ -150,6 +168,24 @@ def build_app(state: CoreState) -> Starlette:
     # requests carry tokens in headers, never cookies, so any origin may call.
     middleware = [Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={ApiError: handle_api_error})
+
+
+async def _title(state: CoreState, record: RoomRecord) -> str:
+    """Return the room's current title: the host may have changed it since the room was created."""
+    replica = await state.replicas.get(record.room)
+    return replica.room.room_view()["title"] or record.title
+
+
+def _returning_user(body: dict, state: CoreState, room: str) -> str | None:
+    """Return the user id of a previous token for this room, so a rejoin keeps its votes and intents."""
+    previous = body.get("previous_token")
+    if not isinstance(previous, str) or not previous:
+        return None
+    try:
+        claims = state.verifier.verify(previous, expired_grace_s=REFRESH_GRACE_S)
+    except TokenError:
+        return None
+    return claims.user if claims.room == room and claims.role == "audience" else None
 
 
 def _bearer(request: Request) -> str | None:

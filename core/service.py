@@ -209,4 +209,13 @@ class Ingest:
             answer = SyncMessage(room_id, replica.room.state_vector(), dict(replica.delivery.seqs), replica.room.diff())
             await message.respond(encode(answer))
 
+        async def answer_watermark(message) -> None:
+            room_id = message.subject.rsplit(".", 1)[-1]
+            if await self.replicas.store.room(room_id) is None:
+                await self.nc.publish(message.reply, b"", headers={"Ama-Error": "unknown_room"})
+                return
+            replica = await self.replicas.get(room_id)
+            await message.respond(replica.room.state_vector())
+
         await self.nc.subscribe(subjects.CORE_LOAD_ALL, queue="core", cb=answer)
+        await self.nc.subscribe(subjects.CORE_WATERMARK_ALL, queue="core", cb=answer_watermark)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
+from starlette.middleware import Middleware
 from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -18,9 +20,30 @@ STATIC = Path(__file__).parent / "static"
 CONTENT_SECURITY_POLICY = "default-src 'self'; connect-src 'self' http: https: ws: wss:; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
+class SecurityHeaders:
+    """Adds the content security policy and related headers to every HTTP response."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+                headers["X-Content-Type-Options"] = "nosniff"
+                headers["Referrer-Policy"] = "no-referrer"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def build_app(node: EdgeNode) -> Starlette:
     async def index(request):
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"})
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def config(request):
         return JSONResponse({
@@ -38,7 +61,7 @@ def build_app(node: EdgeNode) -> Starlette:
     async def locate(request):
         return JSONResponse(node.routing.locate_request(request))
 
-    return Starlette(routes=[
+    return Starlette(middleware=[Middleware(SecurityHeaders)], routes=[
         Route("/", index),
         Route("/v1/locate", locate),
         Route("/v1/config", config),

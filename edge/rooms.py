@@ -42,6 +42,7 @@ STALE_BYTES = 256 * 1024
 STUCK_S = 10.0
 CLOSE_SLOW = 4001
 STEP_HEADER = "Ama-Step"
+WATERMARK_POLL_S = 1.0
 
 
 @dataclass(eq=False)
@@ -62,11 +63,15 @@ class Client:
         websocket = self.websocket
         if websocket.protocol.state.name != "OPEN":
             return True
-        if not force and websocket.transport.get_write_buffer_size() > STALE_BYTES:
+        if not force and not self.writable():
             return False
         websocket.protocol.send_text(data)
         websocket.send_data()
         return True
+
+
+    def writable(self) -> bool:
+        return self.websocket.transport.get_write_buffer_size() <= STALE_BYTES
 
 
 @dataclass
@@ -98,6 +103,7 @@ class EdgeRoom:
         self.outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self.commits: list[PendingCommit] = []
         self.watermark: dict[int, int] = {}
+        self.watermark_at = 0.0
         self.ready = asyncio.Event()
         self.dirty = asyncio.Event()
         self.sync_needed = asyncio.Event()
@@ -127,9 +133,10 @@ class EdgeRoom:
             asyncio.create_task(self._publish(), name=f"publish-{self.room_id}"),
             asyncio.create_task(self._tick(), name=f"tick-{self.room_id}"),
             asyncio.create_task(self._keep_synced(), name=f"sync-{self.room_id}"),
+            asyncio.create_task(self._poll_watermark(), name=f"watermark-{self.room_id}"),
         ]
         self.ready.set()
-        log.info("room=%s opened clock=%s", self.room_id, self.replica.producer)
+        log.info("room=%s opened producer=%s", self.room_id, self.replica.producer)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -146,16 +153,24 @@ class EdgeRoom:
     def attach(self, client: Client, last_seq: int | None) -> None:
         client.audience_class = class_of(client.actor.role)
         view = self.classes[client.audience_class]
-        replay = None if last_seq is None else view.since(last_seq)
-        if replay is None:
-            client.write(view.snapshot(self.room, client.actor))
-        else:
-            for data in replay:
-                client.write(data)
-            client.write(personal_refresh(self.room, client.actor))
         self.clients.add(client)
         self.by_user[client.actor.user_id].add(client)
         self.idle_since = None
+        replay = None if last_seq is None else view.since(last_seq)
+        if replay is None:
+            self._send(client, view.snapshot(self.room, client.actor))
+            return
+        for data in replay:
+            self._send(client, data)
+        self._send(client, personal_refresh(self.room, client.actor))
+
+    def _send(self, client: Client, data: bytes) -> None:
+        """Write a view frame; a socket that cannot take it is marked behind and gets a snapshot later."""
+        if client.stale_since is None and client.write(data):
+            return
+        if client.stale_since is None:
+            client.stale_since = time.monotonic()
+        self.dirty.set()
 
     def detach(self, client: Client) -> None:
         self.clients.discard(client)
@@ -196,7 +211,27 @@ class EdgeRoom:
         except ValueError:
             log.warning("room=%s dropped a malformed watermark", self.room_id)
             return
+        self.watermark_at = time.monotonic()
         self._ack_commits()
+
+    async def _poll_watermark(self) -> None:
+        """Ask the core for the watermark while commits wait and none arrived lately.
+
+        The core publishes watermarks only for rooms with recent activity, and
+        core NATS may drop one, so an edge holding unacked commits asks.
+        """
+        while True:
+            await asyncio.sleep(WATERMARK_POLL_S)
+            if not self.commits or time.monotonic() - self.watermark_at < WATERMARK_POLL_S:
+                continue
+            try:
+                reply = await self.node.nc.request(subjects.core_watermark(self.room_id), b"", timeout=SYNC_TIMEOUT_S)
+                self.watermark = decode_state_vector(reply.data)
+            except (nats.errors.Error, asyncio.TimeoutError, ValueError) as exc:
+                log.debug("room=%s watermark request failed: %s", self.room_id, exc or type(exc).__name__)
+                continue
+            self.watermark_at = time.monotonic()
+            self._ack_commits()
 
     def _ack_commits(self) -> None:
         waiting = []
@@ -283,7 +318,7 @@ class EdgeRoom:
             for client in list(self.by_user.get(user_id, ())):
                 personal = personal_frame(self.room, client.actor, changes)
                 if personal is not None:
-                    client.write(personal)
+                    self._send(client, personal)
 
     def _users_touched(self, changes) -> set[str]:
         """Return the local users whose personal facts (votes, own questions) changed."""
@@ -292,14 +327,17 @@ class EdgeRoom:
         return users & self.by_user.keys()
 
     def _send_patch(self, client: Client, patch: bytes | None, now: float) -> None:
-        if client.stale_since is not None:
-            if client.write(self.classes[client.audience_class].snapshot(self.room, client.actor)):
-                client.stale_since = None
-            elif now - client.stale_since > STUCK_S:
-                log.warning("room=%s conn=%s closed: stuck for %.0f s", self.room_id, client.conn_id, now - client.stale_since)
-                asyncio.create_task(client.websocket.close(CLOSE_SLOW, "too slow: reconnect to resume"))
-                self.detach(client)
+        if client.stale_since is None:
+            if patch is not None:
+                self._send(client, patch)
             return
-        if patch is not None and not client.write(patch):
-            client.stale_since = now
+        if client.writable():
+            # A snapshot replaces every patch and personal frame it skipped.
+            client.write(self.classes[client.audience_class].snapshot(self.room, client.actor))
+            client.stale_since = None
+        elif now - client.stale_since > STUCK_S:
+            log.warning("room=%s conn=%s closed: stuck for %.0f s", self.room_id, client.conn_id, now - client.stale_since)
+            asyncio.create_task(client.websocket.close(CLOSE_SLOW, "too slow: reconnect to resume"))
+            self.detach(client)
+        else:
             self.dirty.set()

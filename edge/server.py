@@ -9,13 +9,17 @@ Connection lifecycle: AWAITING_HELLO -> JOINED -> CLOSED. Close codes
 (RFC 6455 section 7.4.1 plus our own 4xxx):
 
 * 1001 going away: the edge is shutting down.
-* 1003 unsupported data: a binary frame.
+* 1003 unsupported data: a binary frame instead of ``hello``.
+* 1007 invalid frame payload data: a text frame that is not UTF-8 (sent by
+  the websockets library).
 * 1008 policy violation: no ``hello`` in time, or a token that is invalid,
   expired or for another room.
-* 1009 message too big: a frame over ``MAX_FRAME_BYTES``.
+* 1009 message too big: a frame over ``MAX_FRAME_BYTES`` (sent by the
+  websockets library before the frame is read).
 * 1011 internal error: the room could not be opened.
-* 1013 try again later: the edge is not accepting connections.
 * 4001: the client fell too far behind; reconnect to resume.
+
+An edge that is shutting down answers new upgrade requests with HTTP 503.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ HELLO_TIMEOUT_S = 5.0
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_ERROR = 1011
-CLOSE_TRY_LATER = 1013
 CLOSE_GOING_AWAY = 1001
 
 _conn_ids = itertools.count(1)

@@ -66,7 +66,7 @@ class ClassView:
             view = room.question_view(question_id)
             if self.shows(view):
                 self.views[question_id] = view
-        self.room = room.room_view()
+        self.room = self.room_view(room)
         self.seq = first_seq()
         self.history.clear()
         self.primed = True
@@ -84,8 +84,8 @@ class ClassView:
                 del self.views[question_id]
                 removed.append(question_id)
         frame: dict = {"type": "patch", "seq": self.seq + 1, "questions": changed, "removed": removed}
-        if changes.meta:
-            room_view = room.room_view()
+        if changes.meta or changes.questions:
+            room_view = self.room_view(room)
             if room_view != self.room:
                 self.room = room_view
                 frame["room"] = room_view
@@ -95,6 +95,14 @@ class ClassView:
         data = encode(frame)
         self.history.append((self.seq, data))
         return data
+
+    def room_view(self, room: Room) -> dict:
+        """Return the room view for this class: a pinned question the class cannot see is not named."""
+        view = room.room_view()
+        pinned = view["pinned"] and room.question_view(view["pinned"])
+        if pinned and not self.shows(pinned):
+            view["pinned"] = None
+        return view
 
     def since(self, last_seq: int) -> list[bytes] | None:
         """Return the patches after ``last_seq``, or None when they are no longer all kept."""
@@ -134,6 +142,20 @@ def personal_frame(room: Room, actor: Actor, changes: Changes) -> bytes | None:
 
 
 def personal_refresh(room: Room, actor: Actor) -> bytes:
-    """Encode all of ``actor``'s personal facts, sent after a resumed connection."""
-    own_pending = [] if actor.is_staff else [view for view in room.visible_views(actor) if view["status"] == "pending"]
-    return encode({"type": "mine", "votes": room.my_votes(actor.user_id), "questions": own_pending, "removed": []})
+    """Encode all of ``actor``'s personal facts, sent after a resumed connection.
+
+    ``replace`` tells the client to replace its votes instead of merging, so
+    a vote cleared while it was away does not linger; ``removed`` names its
+    own questions that are hidden now.
+    """
+    own_pending, own_hidden = [], []
+    if not actor.is_staff:
+        for question_id in room.questions.keys():
+            if room.author_of(question_id) != actor.user_id:
+                continue
+            view = room.question_view(question_id)
+            if view["status"] == "pending":
+                own_pending.append(view)
+            elif view["status"] == "hidden":
+                own_hidden.append(question_id)
+    return encode({"type": "mine", "replace": True, "votes": room.my_votes(actor.user_id), "questions": own_pending, "removed": own_hidden})

@@ -13,6 +13,11 @@ Theory of operation
   every other region, so a partition or a lost message heals by itself.
 * It creates its region's JetStream stream, which stores what the region's
   edges publish until the core has consumed it.
+* It repairs the core's log: when the core's watermark keeps arriving but
+  misses content this replica holds for ``REPAIR_AFTER_S``, the service
+  publishes the missing diff into its own region's stream. That covers an
+  update whose edge died after the update fanned out but before its stream
+  stored it, and a region whose stream the core cannot read.
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, Placement, RetentionPolicy, StorageType, StreamConfig
 
 from ama import subjects
-from ama.replication import Replica, decode_sync, decode_update, encode
-from ama.room import Room
+from ama.replication import Replica, UpdateMessage, decode_sync, decode_update, encode
+from ama.room import Room, decode_state_vector
 
 log = logging.getLogger("ama.region")
 
@@ -37,6 +42,10 @@ SYNC_TIMEOUT_S = 1.0
 LOAD_TIMEOUT_S = 2.0
 STREAM_MAX_AGE_S = 7 * 24 * 3600
 STEP_HEADER = "Ama-Step"
+REPAIR_CHECK_S = 1.0
+REPAIR_AFTER_S = 5.0
+WATERMARK_FRESH_S = 3.0
+PUBLISH_TIMEOUT_S = 2.0
 
 
 class RegionService:
@@ -48,16 +57,23 @@ class RegionService:
         self.active: dict[str, float] = {}
         self.loaded: set[str] = set()
         self.ready = asyncio.Event()
+        # room -> (watermark bytes, decoded, monotonic time received)
+        self.watermarks: dict[str, tuple[bytes, dict[int, int], float]] = {}
+        # room -> monotonic time since when the core has been missing content
+        self.missing_since: dict[str, float] = {}
+        self.pending_repairs: dict[str, UpdateMessage] = {}
 
     async def run(self) -> None:
         await self._ensure_stream()
         await self.nc.subscribe(subjects.ALL_UPDATES, cb=self._on_update)
         await self.nc.subscribe(subjects.sync_of_region(self.region), queue=f"region-{self.region}", cb=self._on_sync)
+        await self.nc.subscribe(subjects.watermark("*"), cb=self._on_watermark)
         self.ready.set()
         log.info("region service ready")
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._anti_entropy())
             tasks.create_task(self._load_missing())
+            tasks.create_task(self._repair_core())
 
     async def _ensure_stream(self) -> None:
         js = self.nc.jetstream(timeout=5)
@@ -99,6 +115,57 @@ class RegionService:
         replica = self.replica(envelope.room)
         if replica.receive(envelope) and envelope.room in self.loaded:
             asyncio.create_task(self._heal(envelope.room))
+
+    async def _on_watermark(self, message) -> None:
+        room_id = message.subject.rsplit(".", 1)[-1]
+        try:
+            decoded = decode_state_vector(message.data)
+        except ValueError:
+            log.warning("room=%s dropped a malformed watermark", room_id)
+            return
+        self.watermarks[room_id] = (message.data, decoded, time.monotonic())
+
+    async def _repair_core(self) -> None:
+        js = self.nc.jetstream(timeout=5)
+        while True:
+            await asyncio.sleep(REPAIR_CHECK_S)
+            now = time.monotonic()
+            for room_id in [room for room in self.replicas if room in self.loaded]:
+                if self._core_misses(room_id, now) and now - self.missing_since[room_id] >= REPAIR_AFTER_S:
+                    await self._repair(js, room_id)
+                    self.missing_since[room_id] = time.monotonic()
+
+    def _core_misses(self, room_id: str, now: float) -> bool:
+        """Tell whether the core, while alive, lacks items this replica holds; track since when."""
+        watermark = self.watermarks.get(room_id)
+        if watermark is None or now - watermark[2] > WATERMARK_FRESH_S:
+            self.missing_since.pop(room_id, None)
+            return False
+        ours = decode_state_vector(self.replicas[room_id].room.state_vector())
+        if all(clock <= watermark[1].get(client, 0) for client, clock in ours.items()):
+            self.missing_since.pop(room_id, None)
+            return False
+        self.missing_since.setdefault(room_id, now)
+        return True
+
+    async def _repair(self, js, room_id: str) -> None:
+        """Publish the diff the core lacks; a failed publish is retried with the same message.
+
+        The core applies each producer's updates in order, so a numbered
+        repair that never reached the stream would hold back every later one.
+        """
+        replica = self.replicas[room_id]
+        message = self.pending_repairs.get(room_id)
+        if message is None:
+            message = self.pending_repairs[room_id] = replica.publishable(replica.room.diff(self.watermarks[room_id][0]))
+        headers = {"Nats-Msg-Id": f"{message.producer}-{message.seq}"}
+        try:
+            await js.publish(subjects.update(self.region, room_id), encode(message), timeout=PUBLISH_TIMEOUT_S, headers=headers)
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("room=%s repair publish seq=%d failed, will retry: %s", room_id, message.seq, exc or type(exc).__name__)
+            return
+        del self.pending_repairs[room_id]
+        log.warning("room=%s repaired the core's log with seq=%d bytes=%d", room_id, message.seq, len(message.update))
 
     async def _on_sync(self, message) -> None:
         room_id = message.subject.rsplit(".", 1)[-1]

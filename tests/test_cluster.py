@@ -316,3 +316,57 @@ def start_core_like(process: UpProcess):
             time.sleep(0.2)
     core.kill()
     raise RuntimeError("the restarted core did not become ready in 30 s")
+
+
+async def test_region_repairs_update_missing_from_streams(cluster):
+    """An update that fanned out but reached no stream is stored by a region's repair."""
+    import nats
+
+    from ama import subjects
+    from ama.intents import Ask
+    from ama.replication import UpdateMessage, encode
+    from ama.room import Actor, Room
+
+    room = cluster.create_room("Repairs")
+    watcher = await connect(cluster, room, cluster.regions()[1], "watcher")
+    ghost = Room(room["room"])
+    question = "0b5e7c2e-0a7e-4f57-9a55-3f7d6a3f1c01"
+    applied = ghost.apply_intent(Ask(question, "Asked by an edge that died before its stream stored it"), Actor("u_ghost", "audience", "Ghost"), int(time.time() * 1000))
+    region = cluster.regions()[0]
+    nc = await nats.connect(cluster.info["regions"][region]["nats"][0])
+    try:
+        # No stream captures a region named "nowhere": the update fans out to
+        # every replica, but the core never reads it from a stream.
+        message = UpdateMessage(room["room"], ghost.client_id, 1, applied.update)
+        await nc.publish(subjects.update("nowhere", room["room"]), encode(message))
+        await watcher.wait_for(lambda state: question in state.questions, WAIT_S)
+    finally:
+        await nc.close()
+        await watcher.close()
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if question in {view["id"] for view in cluster.export(room)["questions"]}:
+            break
+        await asyncio.sleep(0.5)
+    assert question in {view["id"] for view in cluster.export(room)["questions"]}
+
+
+def test_rejoin_with_previous_token_keeps_user(cluster):
+    room = cluster.create_room("Rejoin")
+    first = cluster.join(room, "returning")
+    status, body = http_json("POST", f"{cluster.core}/v1/rooms/{room['room']}/join", {"code": room["code"], "name": "returning", "previous_token": first["token"]})
+    assert status == 200
+    assert body["user"] == first["user"]
+
+
+def test_refresh_keeps_user_and_role(cluster):
+    room = cluster.create_room("Refresh")
+    status, body = http_json("POST", f"{cluster.core}/v1/rooms/{room['room']}/refresh", {"token": room["host_token"]})
+    assert status == 200
+    assert body["role"] == "host"
+    assert body["user"] == room["user"]
+    other = cluster.create_room("Other")
+    status, body = http_json("POST", f"{cluster.core}/v1/rooms/{other['room']}/refresh", {"token": room["host_token"]})
+    assert status == 403
+    assert body["error"]["code"] == "wrong_room"

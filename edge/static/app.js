@@ -56,6 +56,8 @@ const state = {
   token: "",
   // "link" when the token came from the URL fragment, "storage" when from a join.
   tokenSource: "",
+  // The last rejected token, sent along with the next join to keep the user id.
+  previousToken: "",
   role: "",
   user: "",
   room: null,
@@ -264,7 +266,7 @@ async function requestJoin(roomId, code, name) {
     response = await fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({ code, name }),
+      body: JSON.stringify(state.previousToken ? { code, name, previous_token: state.previousToken } : { code, name }),
     });
   } catch (error) {
     throw new Error(`Could not reach the server at ${core} (${error.message}); check your connection and try again.`);
@@ -334,15 +336,47 @@ function resetRoomState() {
 }
 
 // Forget the token and show the join form again with the edge's message.
-function handleTokenRejected(message) {
+// An expired token is exchanged for a fresh one with the same user and role,
+// so the outbox resends as the same user. Only when that fails does the page
+// ask to join again; the old token then goes along so the core keeps the
+// user id and no vote counts twice.
+async function handleTokenRejected(message) {
   stopConnection();
-  forgetSession(state.roomId);
+  const roomId = state.roomId;
+  const refreshed = await refreshToken(roomId, state.token);
+  if (refreshed) {
+    const stored = loadStoredSession(roomId);
+    const edges = stored ? stored.edges : connection.urls;
+    storeSession(roomId, refreshed, edges);
+    startSession(roomId, refreshed, edges, "storage");
+    return;
+  }
+  state.previousToken = state.token;
+  forgetSession(roomId);
   if (state.tokenSource === "link") {
     removeAddressToken();
   }
   state.token = "";
-  showJoinView({ room: state.roomId, code: readLink().code });
+  showJoinView({ room: roomId, code: readLink().code });
   showError(message);
+}
+
+async function refreshToken(roomId, token) {
+  if (!token) {
+    return null;
+  }
+  const core = state.config.core.replace(/\/+$/, "");
+  try {
+    const response = await fetch(`${core}/v1/rooms/${encodeURIComponent(roomId)}/refresh`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({ token }),
+    });
+    const body = response.ok ? await readJsonBody(response) : null;
+    return typeof body?.token === "string" && body.token ? body.token : null;
+  } catch {
+    return null;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -594,6 +628,15 @@ function handlePatch(frame) {
 }
 
 function handleMine(frame) {
+  // A resumed connection's refresh lists all of my votes, so votes it does
+  // not name were cleared while this page was away.
+  if (frame.replace) {
+    for (const questionId of [...state.myVotes.keys()]) {
+      if (!(frame.votes && questionId in frame.votes)) {
+        setMyVote(questionId, 0);
+      }
+    }
+  }
   mergeMyVotes(frame.votes || {});
   upsertQuestions(frame.questions || []);
   removeQuestions(frame.removed || []);
