@@ -73,36 +73,61 @@ def decode_sync(data: bytes) -> SyncMessage:
 
 @dataclass
 class Delivery:
-    """Per-producer in-order delivery for one replica."""
+    """Per-producer in-order delivery for one replica.
+
+    A producer is *blocked* while one of its updates waits inside pycrdt for
+    an item from another producer: its later updates are held until the
+    replica has nothing pending, and that update itself is not counted in
+    ``seqs`` so no peer is told this replica has it.
+    """
 
     seqs: dict[int, int] = field(default_factory=dict)
     held: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    blocked: set[int] = field(default_factory=set)
 
-    def offer(self, producer: int, seq: int, update: bytes) -> list[bytes]:
-        """Take one received update; return the updates that may be applied now, in order."""
+    def offer(self, producer: int, seq: int, update: bytes) -> list[tuple[int, bytes]]:
+        """Take one received update; return (seq, update) pairs of ``producer`` to apply now, in order."""
         last = self.seqs.get(producer, 0)
         if seq <= last:
             return []
-        if seq > last + 1:
+        if seq > last + 1 or producer in self.blocked:
             self._hold(producer, seq, update)
             return []
         self.seqs[producer] = seq
-        return [update, *self._drain(producer)]
+        return [(seq, update), *self._drain(producer)]
 
     @property
     def has_gap(self) -> bool:
+        """Tell whether updates are held: a sync is needed to fill their gap or settle a block."""
         return bool(self.held)
 
-    def merge(self, seqs: dict[int, int]) -> list[bytes]:
-        """Raise seqs to a synced peer's and return held updates that are now next in line."""
+    def block(self, producer: int, unapplied: list[tuple[int, bytes]]) -> None:
+        """Hold ``unapplied`` again (its first update is pending inside pycrdt) and block the producer."""
+        self.blocked.add(producer)
+        self.seqs[producer] = unapplied[0][0] - 1
+        for seq, update in unapplied:
+            self.held[(producer, seq)] = update
+
+    def release(self) -> list[tuple[int, list[tuple[int, bytes]]]]:
+        """Unblock every producer; return each one's updates that are now next in line."""
+        self.blocked.clear()
+        return self._drain_all()
+
+    def merge(self, seqs: dict[int, int]) -> list[tuple[int, list[tuple[int, bytes]]]]:
+        """Raise seqs to a synced peer's; return held updates of unblocked producers now next in line."""
         for producer, seq in seqs.items():
             if seq > self.seqs.get(producer, 0):
                 self.seqs[producer] = seq
-        ready = []
-        for producer in {producer for producer, _ in self.held}:
-            ready.extend(self._drain(producer))
         last = self.seqs
         self.held = {key: update for key, update in self.held.items() if key[1] > last.get(key[0], 0)}
+        return self._drain_all()
+
+    def _drain_all(self) -> list[tuple[int, list[tuple[int, bytes]]]]:
+        ready = []
+        for producer in sorted({producer for producer, _ in self.held} - self.blocked):
+            chain = self._drain(producer)
+            if chain:
+                ready.append((producer, chain))
         return ready
 
     def _hold(self, producer: int, seq: int, update: bytes) -> None:
@@ -110,11 +135,11 @@ class Delivery:
             del self.held[next(iter(self.held))]
         self.held[(producer, seq)] = update
 
-    def _drain(self, producer: int) -> list[bytes]:
+    def _drain(self, producer: int) -> list[tuple[int, bytes]]:
         ready = []
         while (producer, self.seqs.get(producer, 0) + 1) in self.held:
-            seq = self.seqs[producer] + 1
-            ready.append(self.held.pop((producer, seq)))
+            seq = self.seqs.get(producer, 0) + 1
+            ready.append((seq, self.held.pop((producer, seq))))
             self.seqs[producer] = seq
         return ready
 
@@ -141,13 +166,26 @@ class Replica:
         """Apply a received update in producer order; return True when a sync is needed."""
         if message.producer == self.producer:
             return False
-        for update in self.delivery.offer(message.producer, message.seq, message.update):
-            self.room.apply_update(update)
+        self._apply_chain(message.producer, self.delivery.offer(message.producer, message.seq, message.update))
+        self._release_if_settled()
         return self.delivery.has_gap
+
+    def _apply_chain(self, producer: int, chain: list[tuple[int, bytes]]) -> None:
+        for index, (_, update) in enumerate(chain):
+            self.room.apply_update(update)
+            if self.room.has_pending:
+                self.delivery.block(producer, chain[index:])
+                return
+
+    def _release_if_settled(self) -> None:
+        while self.delivery.blocked and not self.room.has_pending:
+            for producer, chain in self.delivery.release():
+                self._apply_chain(producer, chain)
 
     def apply_unordered(self, update: bytes) -> None:
         """Apply a whole diff from a sync or from storage, which needs no producer order."""
         self.room.apply_update(update)
+        self._release_if_settled()
 
     def sync_request(self) -> SyncMessage:
         """Step 1: what this replica has."""
@@ -170,5 +208,6 @@ class Replica:
         """Apply a peer's diff and raise seqs to the peer's."""
         if message.update:
             self.room.apply_update(message.update)
-        for update in self.delivery.merge(message.seqs):
-            self.room.apply_update(update)
+        for producer, chain in self.delivery.merge(message.seqs):
+            self._apply_chain(producer, chain)
+        self._release_if_settled()

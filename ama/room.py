@@ -7,12 +7,18 @@ document layout:
 
 * ``meta``: ``title``, ``created_at``, ``pinned`` (a question id or ``""``) and
   one key per setting (absent means the default in ``DEFAULT_SETTINGS``).
-* ``questions``: question id -> Map(text, author_id, author_name, created_at, status).
-* ``votes``: question id -> Map(user id -> 1, 0 or -1). The per-question Map is
-  created in the same transaction as its question, never lazily: two replicas
-  that both created it would keep only one of them and lose the other's votes.
+* ``questions``: question id -> a plain dict (text, author_id, author_name,
+  created_at), written once and never changed.
+* ``statuses``: question id -> pending | live | answered | hidden.
+* ``votes``: "question id/user id" -> 1, 0 or -1.
 * ``intents``: intent id -> [user id, client id, first clock]. It makes every
-  intent idempotent across edges: an id seen before changes nothing more.
+  intent idempotent at every replica that has seen it.
+
+Every map is flat: no replica ever creates a nested Map. When two replicas
+create the same nested Map concurrently (say a client resends its ``ask`` to
+a second edge before the first edge's update arrived), only one of them
+survives the merge, and whatever was written into the other is lost. Flat
+keys make such a duplicate harmless: both replicas write equal values.
 
 Facts about pycrdt 0.14.13 this module relies on:
 
@@ -23,9 +29,15 @@ Facts about pycrdt 0.14.13 this module relies on:
 * Nothing writes to the document, applies to it or encodes it inside its
   observer callbacks; the callbacks only record what changed, and
   ``_settle`` acts on it after the transaction.
-* Recounting a question's votes is O(voters), which takes over a second at a
-  million votes, so totals are kept incrementally from map events and only a
-  question whose whole vote Map arrived at once is recounted.
+* Recounting votes is O(votes), which takes over a second at a million
+  votes, so totals (and each user's votes) are kept incrementally from map
+  events.
+* An update whose items depend on an item this replica lacks is kept
+  pending inside pycrdt: the state vector does not cover it, and map events
+  for it and for some updates applied after it were seen to go missing.
+  ``has_pending`` tells the replication layer to hold further updates of
+  that producer and sync; once nothing is pending, ``reconcile`` recounts
+  and reports every question as changed.
 
 The model does no I/O and reads no clock: ``now_ms`` is passed in.
 """
@@ -35,7 +47,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pycrdt import Doc, Map
+from pycrdt import Doc, Map, get_state, merge_updates
 
 from ama.intents import (
     MAX_TITLE_LENGTH,
@@ -120,16 +132,21 @@ class Room:
         self.doc = Doc(client_id=client_id)
         self.meta = self.doc.get("meta", type=Map)
         self.questions = self.doc.get("questions", type=Map)
+        self.statuses = self.doc.get("statuses", type=Map)
         self.votes = self.doc.get("votes", type=Map)
         self.intents = self.doc.get("intents", type=Map)
+        # question id -> [up, down], and user id -> {question id: value}.
         self.totals: dict[str, list[int]] = {}
+        self.user_votes: dict[str, dict[str, int]] = {}
         self._changes = Changes()
-        self._recount: set[str] = set()
         self._vote_deltas: list[tuple[str, str, int, int]] = []
         self._local_updates: list[bytes] = []
+        # Clocks that applied updates promised and the state vector does not cover yet.
+        self._expected: dict[int, int] = {}
         self._subscriptions = [
-            self.questions.observe_deep(self._on_questions),
-            self.votes.observe_deep(self._on_votes),
+            self.questions.observe(self._on_questions),
+            self.statuses.observe(self._on_questions),
+            self.votes.observe(self._on_votes),
             self.meta.observe(self._on_meta),
             self.doc.observe(self._on_transaction),
         ]
@@ -142,9 +159,44 @@ class Room:
 
     def apply_update(self, update: bytes) -> None:
         """Apply an update produced by another replica."""
+        was_pending = self.has_pending
+        for client, clock in decode_state_vector(get_state(update)).items():
+            if clock > self._expected.get(client, 0):
+                self._expected[client] = clock
         self.doc.apply_update(update)
         self._local_updates.clear()
         self._settle()
+        self._forget_covered()
+        if was_pending and not self.has_pending:
+            self.reconcile()
+
+    @property
+    def has_pending(self) -> bool:
+        """Tell whether pycrdt holds items of an applied update that wait for a missing item."""
+        return bool(self._expected)
+
+    def _forget_covered(self) -> None:
+        if not self._expected:
+            return
+        state = decode_state_vector(self.doc.get_state())
+        self._expected = {client: clock for client, clock in self._expected.items() if state.get(client, 0) < clock}
+
+    def reconcile(self) -> None:
+        """Recount every total from the document and report every question as changed: O(votes)."""
+        totals: dict[str, list[int]] = {}
+        user_votes: dict[str, dict[str, int]] = {}
+        for key, value in self.votes.items():
+            question_id, user_id = split_vote_key(key)
+            value = int(value)
+            counts = totals.setdefault(question_id, [0, 0])
+            counts[0] += value == 1
+            counts[1] += value == -1
+            if value:
+                user_votes.setdefault(user_id, {})[question_id] = value
+            self._changes.votes.add((user_id, question_id))
+        self.totals, self.user_votes = totals, user_votes
+        self._changes.questions.update(str(key) for key in self.questions.keys())
+        self._changes.meta = True
 
     def state_vector(self) -> bytes:
         return self.doc.get_state()
@@ -191,50 +243,48 @@ class Room:
 
     def _check_ask(self, intent: Ask, actor: Actor):
         if intent.id in self.questions:
-            raise FrameError("id_conflict", "A question with this id exists already; choose a new UUID.", intent.id)
+            existing = self.questions[intent.id]
+            if existing.get("author_id") != actor.user_id:
+                raise FrameError("id_conflict", "A question with this id exists already; choose a new UUID.", intent.id)
         if not self.setting("questions_open") and not actor.is_staff:
             raise FrameError("questions_closed", "The host has closed questions in this room; you can still vote.", intent.id)
         if intent.anonymous and not self.setting("anonymous_allowed"):
             raise FrameError("anonymous_not_allowed", "This room does not allow anonymous questions; ask under your name.", intent.id)
         text = normalize_text(intent.text, "text", int(self.setting("max_question_length")), intent.id)
         status = "pending" if self.setting("pre_moderation") and not actor.is_staff else "live"
+        record = {"text": text, "author_id": actor.user_id, "author_name": None if intent.anonymous else actor.name}
 
         def write(now_ms: int) -> None:
-            self.questions[intent.id] = Map({
-                "text": text,
-                "author_id": actor.user_id,
-                "author_name": None if intent.anonymous else actor.name,
-                "created_at": now_ms,
-                "status": status,
-            })
-            self.votes[intent.id] = Map()
+            if intent.id not in self.questions:
+                self.questions[intent.id] = {**record, "created_at": now_ms}
+                self.statuses[intent.id] = status
 
         return write
 
     def _check_vote(self, intent: Vote, actor: Actor):
-        question = self._visible_question(intent.question, actor, intent.id)
-        if question["status"] not in AUDIENCE_STATUSES:
-            raise FrameError("not_votable", f"Questions that are {question['status']} take no votes.", intent.id)
+        view = self._visible_question(intent.question, actor, intent.id)
+        if view["status"] not in AUDIENCE_STATUSES:
+            raise FrameError("not_votable", f"Questions that are {view['status']} take no votes.", intent.id)
         if intent.value == -1 and not self.setting("downvotes_allowed"):
             raise FrameError("downvotes_disabled", "This room does not allow downvotes; vote 1 or 0.", intent.id)
 
         def write(now_ms: int) -> None:
-            self.votes[intent.question][actor.user_id] = intent.value
+            self.votes[vote_key(intent.question, actor.user_id)] = intent.value
 
         return write
 
     def _check_moderate(self, intent: Moderate, actor: Actor):
         if not actor.is_staff:
             raise FrameError("forbidden", "Only moderators and hosts can moderate questions.", intent.id)
-        question = self._visible_question(intent.question, actor, intent.id)
+        view = self._visible_question(intent.question, actor, intent.id)
         if intent.action in ("pin", "unpin"):
-            return self._pin_writer(intent, question["status"])
+            return self._pin_writer(intent, view["status"])
         allowed_from, target = STATUS_TRANSITIONS[intent.action]
-        if question["status"] not in allowed_from:
-            raise FrameError("invalid_transition", f"Cannot {intent.action} a question that is {question['status']}.", intent.id)
+        if view["status"] not in allowed_from:
+            raise FrameError("invalid_transition", f"Cannot {intent.action} a question that is {view['status']}.", intent.id)
 
         def write(now_ms: int) -> None:
-            self.questions[intent.question]["status"] = target
+            self.statuses[intent.question] = target
 
         return write
 
@@ -282,9 +332,8 @@ class Room:
         return value
 
     def _visible_question(self, question_id: str, actor: Actor, intent_id: str) -> dict:
-        question = self.questions.get(question_id)
-        view = None if question is None else self._question_fields(question)
-        if view is None or not self._visible(view, actor):
+        view = self.question_view(question_id)
+        if view is None or not self.is_visible(view, actor):
             raise FrameError("unknown_question", "There is no such question in this room; refresh your view.", intent_id)
         return view
 
@@ -304,17 +353,16 @@ class Room:
         return view
 
     def question_view(self, question_id: str) -> dict | None:
-        question = self.questions.get(question_id)
-        if question is None:
+        record = self.questions.get(question_id)
+        if record is None:
             return None
-        fields = self._question_fields(question)
         up, down = self.totals.get(question_id, (0, 0))
         return {
             "id": question_id,
-            "text": fields["text"],
-            "author": fields["author_name"],
-            "created_at": fields["created_at"],
-            "status": fields["status"],
+            "text": record.get("text", ""),
+            "author": record.get("author_name"),
+            "created_at": int(record.get("created_at", 0)),
+            "status": self.statuses.get(question_id, "pending"),
             "up": up,
             "down": down,
             "score": up - down,
@@ -322,53 +370,26 @@ class Room:
         }
 
     def author_of(self, question_id: str) -> str | None:
-        question = self.questions.get(question_id)
-        return None if question is None else question.get("author_id")
+        record = self.questions.get(question_id)
+        return None if record is None else record.get("author_id")
 
     def visible_views(self, actor: Actor) -> list[dict]:
         """Return every question view ``actor`` may see, in the room's order."""
-        views = []
-        for question_id in self.questions.keys():
-            view = self.question_view(question_id)
-            if self._visible_to(view, question_id, actor):
-                views.append(view)
+        views = [self.question_view(question_id) for question_id in self.questions.keys()]
+        views = [view for view in views if self.is_visible(view, actor)]
         views.sort(key=order_key)
         return views
 
     def my_votes(self, user_id: str) -> dict[str, int]:
-        mine = {}
-        for question_id, voters in self.votes.items():
-            value = voters.get(user_id)
-            if value:
-                mine[question_id] = int(value)
-        return mine
+        return dict(self.user_votes.get(user_id, {}))
 
     def vote_of(self, user_id: str, question_id: str) -> int:
-        voters = self.votes.get(question_id)
-        return 0 if voters is None else int(voters.get(user_id, 0))
+        return self.user_votes.get(user_id, {}).get(question_id, 0)
 
     def is_visible(self, view: dict, actor: Actor) -> bool:
-        return self._visible_to(view, view["id"], actor)
-
-    def _visible_to(self, view: dict, question_id: str, actor: Actor) -> bool:
         if actor.is_staff or view["status"] in AUDIENCE_STATUSES:
             return True
-        return view["status"] == "pending" and self.author_of(question_id) == actor.user_id
-
-    def _visible(self, fields: dict, actor: Actor) -> bool:
-        if actor.is_staff or fields["status"] in AUDIENCE_STATUSES:
-            return True
-        return fields["status"] == "pending" and fields["author_id"] == actor.user_id
-
-    @staticmethod
-    def _question_fields(question: Map) -> dict:
-        return {
-            "text": question.get("text", ""),
-            "author_id": question.get("author_id"),
-            "author_name": question.get("author_name"),
-            "created_at": int(question.get("created_at", 0)),
-            "status": question.get("status", "pending"),
-        }
+        return view["status"] == "pending" and self.author_of(view["id"]) == actor.user_id
 
     def export(self) -> dict:
         """Return every question with its totals and status, for the host's export."""
@@ -377,9 +398,9 @@ class Room:
         return {"room": self.room_view(), "questions": views}
 
     def count_votes(self, question_id: str) -> tuple[int, int]:
-        """Count a question's votes from scratch: O(voters), for checks and recounts."""
-        voters = self.votes.get(question_id)
-        values = [] if voters is None else [int(value) for value in voters.values()]
+        """Count a question's votes from the document: O(all votes), for checks."""
+        prefix = question_id + VOTE_KEY_SEPARATOR
+        values = [int(value) for key, value in self.votes.items() if key.startswith(prefix)]
         return values.count(1), values.count(-1)
 
     # -- change tracking -----------------------------------------------------
@@ -394,34 +415,20 @@ class Room:
     def _take_local_update(self) -> bytes:
         updates, self._local_updates = self._local_updates, []
         self._settle()
-        if len(updates) == 1:
-            return updates[0]
-        from pycrdt import merge_updates
-
-        return merge_updates(*updates)
+        return updates[0] if len(updates) == 1 else merge_updates(*updates)
 
     def _on_transaction(self, event) -> None:
         self._local_updates.append(event.update)
 
-    def _on_questions(self, events) -> None:
-        for event in events:
-            path = event.path
-            if path:
-                self._changes.questions.add(str(path[0]))
-            else:
-                self._changes.questions.update(str(key) for key in event.keys)
+    def _on_questions(self, event) -> None:
+        self._changes.questions.update(str(key) for key in event.keys)
 
-    def _on_votes(self, events) -> None:
-        for event in events:
-            path = event.path
-            if not path:
-                self._recount.update(str(key) for key in event.keys)
-                continue
-            question_id = str(path[0])
-            for user_id, change in event.keys.items():
-                old = int(change.get("oldValue") or 0)
-                new = int(change.get("newValue") or 0)
-                self._vote_deltas.append((question_id, str(user_id), old, new))
+    def _on_votes(self, event) -> None:
+        for key, change in event.keys.items():
+            question_id, user_id = split_vote_key(str(key))
+            old = int(change.get("oldValue") or 0)
+            new = int(change.get("newValue") or 0)
+            self._vote_deltas.append((question_id, user_id, old, new))
 
     def _on_meta(self, event) -> None:
         self._changes.meta = True
@@ -432,23 +439,31 @@ class Room:
                     self._changes.questions.add(str(question_id))
 
     def _settle(self) -> None:
-        """Fold the vote events of the last transaction into the totals."""
-        recount, self._recount = self._recount, set()
+        """Fold the vote events of the last transaction into the totals and users' votes."""
         deltas, self._vote_deltas = self._vote_deltas, []
-        for question_id in recount:
-            self.totals[question_id] = list(self.count_votes(question_id))
-            self._changes.questions.add(question_id)
-            voters = self.votes.get(question_id)
-            if voters is not None:
-                self._changes.votes.update((str(user_id), question_id) for user_id in voters.keys())
         for question_id, user_id, old, new in deltas:
-            self._changes.votes.add((user_id, question_id))
-            if question_id in recount:
-                continue
             totals = self.totals.setdefault(question_id, [0, 0])
             totals[0] += (new == 1) - (old == 1)
             totals[1] += (new == -1) - (old == -1)
+            mine = self.user_votes.setdefault(user_id, {})
+            if new:
+                mine[question_id] = new
+            else:
+                mine.pop(question_id, None)
+            self._changes.votes.add((user_id, question_id))
             self._changes.questions.add(question_id)
+
+
+VOTE_KEY_SEPARATOR = "/"
+
+
+def vote_key(question_id: str, user_id: str) -> str:
+    return question_id + VOTE_KEY_SEPARATOR + user_id
+
+
+def split_vote_key(key: str) -> tuple[str, str]:
+    question_id, _, user_id = key.partition(VOTE_KEY_SEPARATOR)
+    return question_id, user_id
 
 
 def order_key(view: dict) -> tuple:

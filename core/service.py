@@ -29,7 +29,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from ama import subjects
-from ama.replication import Replica, SyncMessage, decode_update, encode
+from ama.replication import Replica, SyncMessage, UpdateMessage, decode_update, encode
 from ama.room import Room
 from core.store import NewUpdate, Snapshot, SQLiteStore
 
@@ -72,20 +72,21 @@ class CoreReplicas:
         snapshot = await self.store.snapshot(room_id)
         last_id = 0
         if snapshot is not None:
-            replica.apply_unordered(snapshot.state)
-            replica.delivery.merge(snapshot.seqs)
+            replica.take_sync(SyncMessage(room_id, b"", snapshot.seqs, snapshot.state))
             last_id = snapshot.last_update_id
         stored = await self.store.updates_after(room_id, last_id)
         for update in stored:
             self._apply(replica, update.producer, update.seq, update.data)
         if replica.delivery.has_gap:
             # NOTE: a gap in the stored log means a producer's earlier update
-            # never reached the core; apply what is held anyway, since losing
-            # stored content is worse than the small risk of out-of-order loss.
+            # never reached the core (its content came in a region's repair
+            # instead); apply what is held anyway, since losing stored content
+            # is worse than the small risk of out-of-order loss.
             log.warning("room=%s rebuilt with %d updates out of producer order", room_id, len(replica.delivery.held))
             for update in list(replica.delivery.held.values()):
                 replica.apply_unordered(update)
             replica.delivery.held.clear()
+            replica.delivery.blocked.clear()
         self.last_ids[room_id] = stored[-1].id if stored else last_id
         self.since_snapshot[room_id] = len(stored)
         log.info("room=%s loaded from store updates=%d snapshot=%s", room_id, len(stored), snapshot is not None)
@@ -93,15 +94,14 @@ class CoreReplicas:
 
     @staticmethod
     def _apply(replica: Replica, producer: int, seq: int, data: bytes) -> None:
-        for update in replica.delivery.offer(producer, seq, data):
-            replica.room.apply_update(update)
+        replica.receive(UpdateMessage(replica.room.room_id, producer, seq, data))
 
     async def add_stored(self, room_id: str, log_id: int, producer: int, seq: int, data: bytes) -> None:
         replica = await self.get(room_id)
         self._apply(replica, producer, seq, data)
         self.last_ids[room_id] = max(self.last_ids.get(room_id, 0), log_id)
         self.since_snapshot[room_id] = self.since_snapshot.get(room_id, 0) + 1
-        if self.since_snapshot[room_id] >= SNAPSHOT_EVERY and not replica.delivery.has_gap:
+        if self.since_snapshot[room_id] >= SNAPSHOT_EVERY and not replica.delivery.has_gap and not replica.room.has_pending:
             await self.snapshot(room_id)
 
     async def snapshot(self, room_id: str) -> None:
