@@ -2,13 +2,15 @@
 
 It keeps the view the edge sends (snapshot, patches, personal frames), an
 outbox of intents not yet committed, and every ack and error it received.
-It does not reconnect by itself; ``connect`` again and call ``resend``.
+``AmaClient`` does not reconnect by itself; ``ReconnectingClient`` does,
+along a list of edges, with exponential backoff and full jitter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -42,16 +44,23 @@ class AmaClient:
         self.websocket: ClientConnection | None = None
         self._reader: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._in_sync = False
         self.close_code: int | None = None
 
     async def connect(self, resume: bool = False) -> None:
+        """Open a socket, send hello, and wait for the welcome and a full view (snapshot or resume)."""
         self.websocket = await websockets.connect(self.url, max_size=None, compression=None, open_timeout=5)
+        self.close_code = None
+        self.state.welcome = None
+        self._in_sync = False
         hello = {"type": "hello", "token": self.token}
         if resume and self.state.seq is not None:
             hello["last_seq"] = self.state.seq
         await self.websocket.send(json.dumps(hello))
         self._reader = asyncio.create_task(self._read())
-        await self.wait_for(lambda state: state.welcome is not None and state.seq is not None, 10)
+        await self.wait_for(lambda state: (state.welcome is not None and self._in_sync) or self.close_code is not None, 10)
+        if self.close_code is not None:
+            raise websockets.ConnectionClosed(None, None)
 
     async def close(self) -> None:
         if self.websocket is not None:
@@ -76,6 +85,7 @@ class AmaClient:
         if kind == "welcome":
             state.welcome = frame
         elif kind == "snapshot":
+            self._in_sync = True
             state.snapshots += 1
             state.room = frame["room"]
             state.questions = {view["id"]: view for view in frame["questions"]}
@@ -94,6 +104,7 @@ class AmaClient:
             self._note_scores(frame["questions"])
         elif kind == "mine":
             if frame.get("replace"):
+                self._in_sync = True
                 state.mine = {}
             for question_id, value in frame["votes"].items():
                 if value:
@@ -162,3 +173,63 @@ class AmaClient:
     def describe(self) -> str:
         state = self.state
         return f"questions={len(state.questions)} seq={state.seq} acks={len(state.acks)} errors={state.errors[-3:]} close={self.close_code}"
+
+
+# Close codes after which reconnecting cannot help: policy (bad token) and
+# our own 4xxx codes except 4001 (too slow: reconnect to resume).
+FATAL_CLOSE_CODES = {1008} | set(range(4002, 4100))
+
+
+class ReconnectingClient(AmaClient):
+    """A client that keeps a socket to the first edge of ``urls`` that answers.
+
+    After every reconnect it resumes from the last patch seen and resends
+    every intent not yet committed, as a browser client does.
+    """
+
+    def __init__(self, urls: list[str], token: str, backoff_base_s: float = 0.25, backoff_cap_s: float = 10.0):
+        super().__init__(urls[0], token)
+        self.urls = list(urls)
+        self.index = 0
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.reconnects = 0
+        self.refused_try_later = 0
+        self.connected = asyncio.Event()
+        self._runner: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Connect to the first reachable edge, then keep reconnecting in the background."""
+        self._runner = asyncio.create_task(self._run())
+        await self.connected.wait()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        await self.close()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            self.url = self.urls[self.index % len(self.urls)]
+            try:
+                await self.connect(resume=True)
+                await self.resend()
+                self.connected.set()
+                attempt = 0
+                await self._reader
+            except (OSError, TimeoutError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed):
+                pass
+            self.connected.clear()
+            if self.close_code in FATAL_CLOSE_CODES or self._stopping:
+                return
+            if self.close_code == 1013:
+                self.refused_try_later += 1
+            self.reconnects += 1
+            self.index += 1
+            delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt, 16)))
+            attempt += 1
+            await asyncio.sleep(delay)

@@ -26,18 +26,24 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
     await node.start()
     endpoint = Endpoint(node)
     log.info("edge starting http_port=%d ws_port=%d", node.config["http_port"], node.config["ws_port"])
+    http_stop = asyncio.Event()
     try:
         async with serve_sockets(endpoint, view.host, node.config["ws_port"]) as server:
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(node.close_idle_rooms()),
                     tasks.create_task(publish_heartbeats(node.nc, "edge", name, node.current_region)),
+                    tasks.create_task(serve_http(build_app(node), view.host, node.config["http_port"], http_stop)),
                 ]
-                await serve_http(build_app(node), view.host, node.config["http_port"], stop)
-                for task in background:
-                    task.cancel()
+                await stop.wait()
+                # Stop listening first, so new connections are refused at once,
+                # then tell every client to reconnect elsewhere.
+                log.info("edge stopping: refusing new sockets, closing %d with 1012", len(endpoint.connections))
+                server.close(close_connections=False)
                 await endpoint.shutdown()
-                server.close()
+                http_stop.set()
+                for task in background[:2]:
+                    task.cancel()
     finally:
         await node.stop()
         log.info("edge stopped")

@@ -36,6 +36,8 @@ class EdgeNode:
         self.rooms: dict[str, EdgeRoom] = {}
         self._opening: dict[str, asyncio.Task] = {}
         self.verifier = Verifier()
+        # Set and replaced on every NATS reconnect, so waiters learn of a re-home at once.
+        self.reconnected = asyncio.Event()
         self._jwks_fetched_at = 0.0
         self.accepting = True
 
@@ -55,6 +57,8 @@ class EdgeNode:
         return (url and self.view.region_of_url(url)) or self.home_regions[0]
 
     async def _on_reconnected(self) -> None:
+        self.reconnected.set()
+        self.reconnected = asyncio.Event()
         log.info("edge re-synced rooms=%d after reconnect home_region=%s", len(self.rooms), self.current_region())
         for room in list(self.rooms.values()):
             room.sync_needed.set()

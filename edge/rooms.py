@@ -283,8 +283,20 @@ class EdgeRoom:
         delay = 0.05
         while True:
             region = self.node.current_region()
+            reconnected = self.node.reconnected
+            publish = asyncio.ensure_future(js.publish(subjects.update(region, self.room_id), data, timeout=PUBLISH_TIMEOUT_S, headers=headers))
+            rehomed = asyncio.ensure_future(reconnected.wait())
+            # A reconnect means a new home region: the request to the old one
+            # will never be answered, so send again at once instead of
+            # waiting out its timeout.
+            await asyncio.wait({publish, rehomed}, return_when=asyncio.FIRST_COMPLETED)
+            rehomed.cancel()
+            if not publish.done():
+                publish.cancel()
+                log.info("room=%s publish seq=%d resent after re-home to region=%s", self.room_id, message.seq, self.node.current_region())
+                continue
             try:
-                await js.publish(subjects.update(region, self.room_id), data, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+                publish.result()
                 return
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 log.warning("room=%s publish seq=%d to region=%s failed, retrying: %s", self.room_id, message.seq, region, exc or type(exc).__name__)

@@ -8,7 +8,10 @@ and Starlette on Hypercorn serves only the edge's HTTP side.
 Connection lifecycle: AWAITING_HELLO -> JOINED -> CLOSED. Close codes
 (RFC 6455 section 7.4.1 plus our own 4xxx):
 
-* 1001 going away: the edge is shutting down.
+* 1012 service restart: the edge is shutting down (SIGTERM); reconnect to
+  the next edge.
+* 1013 try again later: the edge is over its connection cap or admits
+  connections faster than its rate; back off, then reconnect.
 * 1003 unsupported data: a binary frame instead of ``hello``.
 * 1007 invalid frame payload data: a text frame that is not UTF-8 (sent by
   the websockets library).
@@ -44,10 +47,17 @@ from edge.views import encode
 log = logging.getLogger("ama.edge.ws")
 
 HELLO_TIMEOUT_S = 5.0
+# Open sockets per edge process; the machine's open-files limit (20,000 here)
+# must stay above it with room for NATS, HTTP and log files.
+MAX_CONNECTIONS = 15_000
+# New sockets admitted per second, and the burst above that rate.
+ADMIT_RATE_PER_S = 1_000.0
+ADMIT_BURST = 1_000
 CLOSE_POLICY = 1008
 CLOSE_UNSUPPORTED = 1003
 CLOSE_ERROR = 1011
-CLOSE_GOING_AWAY = 1001
+CLOSE_RESTART = 1012
+CLOSE_TRY_LATER = 1013
 
 _conn_ids = itertools.count(1)
 
@@ -65,12 +75,40 @@ def error_frame(code: str, message: str, intent_id: str | None = None) -> bytes:
     return encode(frame)
 
 
+class Admission:
+    """Admission control: a cap on open sockets and a token bucket on new ones (pure; time passed in).
+
+    A reconnect storm (every client of a dead edge arriving at once) is
+    spread out: beyond the bucket's burst, new sockets get 1013 and clients
+    back off with jitter, so the sockets already served are not starved.
+    """
+
+    def __init__(self, max_connections: int = MAX_CONNECTIONS, rate_per_s: float = ADMIT_RATE_PER_S, burst: int = ADMIT_BURST):
+        self.max_connections = max_connections
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.tokens = float(burst)
+        self.updated_at: float | None = None
+
+    def admit(self, now: float, open_connections: int) -> bool:
+        if open_connections >= self.max_connections:
+            return False
+        if self.updated_at is not None:
+            self.tokens = min(self.burst, self.tokens + (now - self.updated_at) * self.rate_per_s)
+        self.updated_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Endpoint:
     """Accepts sockets for one edge node."""
 
-    def __init__(self, node: EdgeNode):
+    def __init__(self, node: EdgeNode, admission: "Admission | None" = None):
         self.node = node
         self.connections: set[ServerConnection] = set()
+        self.admission = admission or Admission()
 
     def process_request(self, connection: ServerConnection, request):
         if request.path.split("?", 1)[0] != "/v1/ws":
@@ -81,6 +119,10 @@ class Endpoint:
 
     async def handle(self, websocket: ServerConnection) -> None:
         conn_id = f"{self.node.name}-{next(_conn_ids)}"
+        if not self.admission.admit(time.monotonic(), len(self.connections)):
+            log.warning("conn=%s refused with 1013: connections=%d over the cap or admission rate", conn_id, len(self.connections))
+            await websocket.close(CLOSE_TRY_LATER, "edge overloaded: back off and reconnect")
+            return
         self.connections.add(websocket)
         try:
             await self._serve(websocket, conn_id)
@@ -153,9 +195,10 @@ class Endpoint:
             client.write(error_frame(exc.code, exc.message, exc.intent_id), force=True)
 
     async def shutdown(self) -> None:
-        """Refuse new sockets and close open ones with 1001."""
+        """Refuse new sockets and close open ones with 1012, bounded by the close timeout."""
         self.node.accepting = False
-        await asyncio.gather(*(ws.close(CLOSE_GOING_AWAY, "edge shutting down") for ws in list(self.connections)), return_exceptions=True)
+        closing = [ws.close(CLOSE_RESTART, "edge restarting: reconnect to the next edge") for ws in list(self.connections)]
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 def serve_sockets(endpoint: Endpoint, host: str, port: int):

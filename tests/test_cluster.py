@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 import pytest
+import websockets
 
 from ama.client import AmaClient
 from tests.harness import ClusterApi, UpProcess, http_json, pid_alive
@@ -179,7 +180,7 @@ async def test_bad_frames_get_errors(cluster):
 
 async def test_invalid_token_closes_with_policy_code(cluster):
     client = AmaClient(cluster.edge(cluster.regions()[0]), "not-a-token")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(websockets.ConnectionClosed):
         await client.connect()
     await client.wait_for(lambda state: client.close_code is not None, WAIT_S)
     assert client.close_code == 1008
