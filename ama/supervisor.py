@@ -9,6 +9,7 @@ child, edges first, with SIGTERM and then SIGKILL after ``STOP_TIMEOUT_S``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -304,9 +305,10 @@ def run(data_dir: Path, plan_file: Path | None = None, geoip: Path | None = None
         room = demo_room(cluster, admin_token)
         _write_json(data_dir / "cluster.json", cluster_info(cluster, admin_token))
         print_welcome(cluster, room)
-        while True:
-            report_exits(cluster)
-            time.sleep(0.5)
+        with _control_socket(data_dir) as control:
+            while True:
+                report_exits(cluster)
+                _serve_control(control, cluster, admin_token)
     except _Stop:
         log.info("stopping the cluster")
         return 0
@@ -317,6 +319,83 @@ def run(data_dir: Path, plan_file: Path | None = None, geoip: Path | None = None
         (data_dir / "cluster.json").unlink(missing_ok=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def control_path(data_dir: Path) -> Path:
+    return data_dir / "control.sock"
+
+
+@contextlib.contextmanager
+def _control_socket(data_dir: Path):
+    """Listen on DIR/control.sock (mode 0600) for ``ama restart``."""
+    path = control_path(data_dir)
+    path.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen(4)
+        server.settimeout(0.5)
+        yield server
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+
+
+def _serve_control(server: socket.socket, cluster: Cluster, admin_token: str) -> None:
+    """Answer one control request, if one arrives within the socket's timeout."""
+    try:
+        connection, _ = server.accept()
+    except TimeoutError:
+        return
+    with connection:
+        connection.settimeout(5)
+        try:
+            request = json.loads(connection.makefile("rb").readline())
+            reply = handle_control(request, cluster, admin_token)
+        except (ValueError, OSError, UpError) as exc:
+            reply = {"ok": False, "error": str(exc)}
+        try:
+            connection.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+
+
+def handle_control(request: dict, cluster: Cluster, admin_token: str) -> dict:
+    """Restart the stopped processes a request names, then rewrite cluster.json."""
+    if request.get("command") != "restart":
+        raise UpError(f"unknown command {request.get('command')!r}; the supervisor takes 'restart'")
+    target = request.get("target")
+    kinds = ["core"] if target == "core" else ["nats", "region"] + (["edge"] if request.get("with_edges") else [])
+    region = None if target == "core" else target
+    if region is not None and region not in cluster.view.region_names():
+        raise UpError(f"unknown region {region!r}; regions are {cluster.view.region_names()}")
+    restarted = []
+    for kind in kinds:
+        stopped = [child for child in cluster.of_kind(kind, region) if child.process.poll() is not None]
+        for child in stopped:
+            start(child)
+        wait_ready(stopped, time.monotonic() + READY_TIMEOUT_S)
+        restarted += [child.name for child in stopped]
+    _write_json(cluster.data_dir / "cluster.json", cluster_info(cluster, admin_token))
+    log.info("restarted %s", ", ".join(restarted) or "nothing: every process was running")
+    return {"ok": True, "restarted": restarted}
+
+
+def request_restart(data_dir: Path, target: str, with_edges: bool, timeout_s: float = READY_TIMEOUT_S + 10) -> dict:
+    """Ask a running ``ama up`` to restart stopped processes; used by ``ama restart`` and drills."""
+    path = control_path(data_dir.resolve())
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout_s)
+        try:
+            client.connect(str(path))
+        except OSError as exc:
+            raise UpError(f"no 'ama up' is running on {data_dir} ({path}: {exc.strerror}); start it first") from None
+        client.sendall(json.dumps({"command": "restart", "target": target, "with_edges": with_edges}).encode() + b"\n")
+        reply = json.loads(client.makefile("rb").readline() or b"{}")
+    if not reply.get("ok"):
+        raise UpError(reply.get("error", "the supervisor gave no answer"))
+    return reply
 
 
 def print_welcome(cluster: Cluster, room: dict) -> None:

@@ -13,7 +13,7 @@ from ama.routing import add_routing_arguments
 from ama.runtime import serve_http, stop_on_signals
 from edge.app import build_app
 from edge.node import EdgeNode
-from edge.server import Endpoint, serve_sockets
+from edge.server import ADMIT_BURST, ADMIT_RATE_PER_S, MAX_CONNECTIONS, Admission, Endpoint, serve_sockets
 
 log = logging.getLogger("ama.edge")
 
@@ -24,7 +24,11 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
     logs.setup(name, node.region)
     stop = stop_on_signals()
     await node.start()
-    endpoint = Endpoint(node)
+    endpoint = Endpoint(node, Admission(
+        max_connections=node.config.get("max_connections", MAX_CONNECTIONS),
+        rate_per_s=node.config.get("admit_rate_per_s", ADMIT_RATE_PER_S),
+        burst=node.config.get("admit_burst", ADMIT_BURST),
+    ))
     log.info("edge starting http_port=%d ws_port=%d", node.config["http_port"], node.config["ws_port"])
     http_stop = asyncio.Event()
     try:
