@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ama import plan as plans
+from ama.drill.run import FAULTS
 from ama.routing import add_routing_arguments
 
 
@@ -39,6 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
     restart.add_argument("--with-edges", action="store_true", help="restart the region's stopped edges too")
 
+    drill = commands.add_parser(
+        "drill",
+        help="inject a fault into a running 'ama up' cluster under a synthetic audience and check the history",
+        description=(
+            "Run a failover drill against the cluster that 'ama up' runs on DIR: drive a synthetic audience on every "
+            "region, inject FAULT into TARGET, hold it, restore it, wait for convergence and check that nothing "
+            "acknowledged was lost or applied twice. Exits 1 when the check fails."
+        ),
+    )
+    drill.add_argument("fault", metavar="FAULT", choices=FAULTS, help="one of: " + ", ".join(FAULTS))
+    drill.add_argument("target", metavar="TARGET", help="a region name; for kill-edge a region (its first edge) or an edge URL; for kill-core 'core'")
+    drill.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
+    drill.add_argument("--with-edges", action="store_true", help="on region faults, take the region's edges down too")
+    drill.add_argument("--hold", type=float, default=10.0, metavar="SECONDS", help="how long the fault is held (default: 10)")
+    drill.add_argument("--before", type=float, default=5.0, metavar="SECONDS", help="audience warm-up before the fault (default: 5)")
+    drill.add_argument("--after", type=float, default=5.0, metavar="SECONDS", help="audience time after the restore (default: 5)")
+    drill.add_argument("--clients-per-region", type=int, default=10, metavar="N", help="synthetic clients per region (default: 10)")
+    drill.add_argument("--max-intents", type=int, default=2000, metavar="N", help="upper bound on votes sent in the whole drill (default: 2000)")
+    drill.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
     return parser
@@ -65,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("restarted: " + (", ".join(reply["restarted"]) or "nothing (every process was running)"))
         return 0
+    if args.command == "drill":
+        return run_drill_command(args)
     if args.command == "plan":
         if args.edges_per_region < 1:
             print("ama plan: error: --edges-per-region must be at least 1", file=sys.stderr)
@@ -72,6 +95,31 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(plans.default_plan(args.edges_per_region), indent=2))
         return 0
     return 2
+
+
+def run_drill_command(args) -> int:
+    import asyncio
+
+    from ama.drill.run import DrillError, DrillOptions, format_report, passed, run_drill
+
+    for name in ("hold", "before", "after"):
+        if getattr(args, name) < 0:
+            print(f"ama drill: error: --{name} must not be negative", file=sys.stderr)
+            return 2
+    if args.clients_per_region < 1 or args.max_intents < 1:
+        print("ama drill: error: --clients-per-region and --max-intents must be at least 1", file=sys.stderr)
+        return 2
+    options = DrillOptions(
+        args.fault, args.target, args.data_dir, args.with_edges, args.clients_per_region,
+        before_s=args.before, hold_s=args.hold, after_s=args.after, max_intents=args.max_intents, progress=not args.json,
+    )
+    try:
+        report = asyncio.run(run_drill(options))
+    except DrillError as exc:
+        print(f"ama drill: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report) if args.json else format_report(report))
+    return 0 if passed(report) else 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ class ClientState:
     mine: dict[str, int] = field(default_factory=dict)
     seq: int | None = None
     acks: dict[str, set[str]] = field(default_factory=dict)
+    # Monotonic arrival time of each (intent id, status) ack.
+    ack_times: dict[tuple[str, str], float] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
     snapshots: int = 0
     patches: int = 0
@@ -117,6 +119,7 @@ class AmaClient:
                 state.questions.pop(question_id, None)
         elif kind == "ack":
             state.acks.setdefault(frame["id"], set()).add(frame["status"])
+            state.ack_times.setdefault((frame["id"], frame["status"]), time.monotonic())
             if frame["status"] == "committed":
                 self.outbox.pop(frame["id"], None)
         elif kind == "error":
@@ -195,9 +198,20 @@ class ReconnectingClient(AmaClient):
         self.backoff_cap_s = backoff_cap_s
         self.reconnects = 0
         self.refused_try_later = 0
+        self.user: str | None = None
         self.connected = asyncio.Event()
         self._runner: asyncio.Task | None = None
         self._stopping = False
+
+    async def queue_intent(self, frame: dict) -> None:
+        """Put an intent in the outbox and send it now if connected; otherwise it goes after the reconnect."""
+        self.outbox[frame["id"]] = frame
+        if not self.connected.is_set():
+            return
+        try:
+            await self.websocket.send(json.dumps(frame))
+        except websockets.ConnectionClosed:
+            pass
 
     async def start(self) -> None:
         """Connect to the first reachable edge, then keep reconnecting in the background."""

@@ -52,12 +52,16 @@ class HealthBoard:
         return {edge for edge in edges if edge not in live}
 
 
-async def publish_heartbeats(nc, kind: str, name: str, region) -> None:
-    """Publish this node's heartbeat forever; ``region`` is a callable returning the current region."""
+async def publish_heartbeats(connection, kind: str, name: str, region) -> None:
+    """Publish this node's heartbeat forever.
+
+    ``connection`` and ``region`` are callables returning the current NATS
+    connection and region, which change when an edge moves home.
+    """
     while True:
         try:
             payload = json.dumps({"kind": kind, "name": name, "region": region()}).encode()
-            await nc.publish(subjects.health(kind, name), payload)
+            await connection().publish(subjects.health(kind, name), payload)
         except nats.errors.Error as exc:
             log.debug("heartbeat publish failed: %s", exc)
         await asyncio.sleep(HEARTBEAT_S)

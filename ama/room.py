@@ -44,6 +44,9 @@ The model does no I/O and reads no clock: ``now_ms`` is passed in.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -464,6 +467,19 @@ def vote_key(question_id: str, user_id: str) -> str:
 def split_vote_key(key: str) -> tuple[str, str]:
     question_id, _, user_id = key.partition(VOTE_KEY_SEPARATOR)
     return question_id, user_id
+
+
+def digest(room: Room) -> dict:
+    """Summarize a replica for convergence checks: equal digests mean equal views of the room."""
+    exported = room.export()
+    body = json.dumps(exported, sort_keys=True, separators=(",", ":")).encode()
+    return {
+        "room": room.room_id,
+        "questions": len(exported["questions"]),
+        "up": sum(view["up"] for view in exported["questions"]),
+        "down": sum(view["down"] for view in exported["questions"]),
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
 
 
 def order_key(view: dict) -> tuple:

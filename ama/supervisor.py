@@ -200,6 +200,7 @@ def cluster_info(cluster: Cluster, admin_token: str) -> dict:
             "nats": view.nats_urls(name),
             "edges": view.edge_ws_urls(name),
             "edge_http": [view.edge_http_url(edge) for edge in region["edges"]],
+            "region_http": [f"http://{view.host}:{service['http_port']}" for service in region["region_services"]],
             "pids": {
                 "nats": [child.pid for child in cluster.of_kind("nats", name)],
                 "region": [child.pid for child in cluster.of_kind("region", name)],

@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from ama.room import digest
 from edge.node import EdgeNode
 
 STATIC = Path(__file__).parent / "static"
@@ -58,12 +59,19 @@ def build_app(node: EdgeNode) -> Starlette:
             return JSONResponse({"status": "unavailable", "service": "edge"}, status_code=503)
         return JSONResponse({"status": "ok", "service": "edge", "edge": node.name, "home_region": node.current_region(), "rooms": len(node.rooms)})
 
+    async def room_digest(request):
+        room = node.rooms.get(request.path_params["room"])
+        if room is None:
+            return JSONResponse({"error": {"code": "unknown_room", "message": "This edge has no replica of that room."}}, status_code=404)
+        return JSONResponse(digest(room.room))
+
     async def locate(request):
         return JSONResponse(node.routing.locate_request(request))
 
     return Starlette(middleware=[Middleware(SecurityHeaders)], routes=[
         Route("/", index),
         Route("/v1/locate", locate),
+        Route("/v1/rooms/{room}/digest", room_digest),
         Route("/v1/config", config),
         Route("/healthz", healthz),
         Mount("/", StaticFiles(directory=STATIC), name="static"),

@@ -8,6 +8,8 @@ import logging
 import time
 import urllib.request
 
+import nats.errors
+
 from ama import plan as plans
 from ama.health import follow_heartbeats
 from ama.natsutil import connect, connected_url
@@ -20,6 +22,8 @@ log = logging.getLogger("ama.edge")
 ROOM_IDLE_S = 60.0
 ROOM_OPEN_TIMEOUT_S = 5.0
 JWKS_REFRESH_MIN_S = 10.0
+RETURN_HOME_CHECK_S = 1.0
+RETURN_HOME_AFTER_S = 10.0
 
 
 class EdgeNode:
@@ -62,6 +66,46 @@ class EdgeNode:
         log.info("edge re-synced rooms=%d after reconnect home_region=%s", len(self.rooms), self.current_region())
         for room in list(self.rooms.values()):
             room.sync_needed.set()
+
+    async def return_home(self) -> None:
+        """Move back to the first home region once it has been healthy for ``RETURN_HOME_AFTER_S``.
+
+        A new connection to the home region is opened and every room
+        subscribes on it before the old connection is drained, so clients
+        see no pause; duplicate updates during the overlap are dropped by
+        producer seq.
+        """
+        healthy_since = None
+        while True:
+            await asyncio.sleep(RETURN_HOME_CHECK_S)
+            preferred = self.home_regions[0]
+            now = time.monotonic()
+            if self.current_region() == preferred or preferred in self.routing.board.unhealthy_regions([preferred], now):
+                healthy_since = None
+                continue
+            healthy_since = healthy_since or now
+            if now - healthy_since >= RETURN_HOME_AFTER_S:
+                await self._move_home()
+                healthy_since = None
+
+    async def _move_home(self) -> None:
+        servers = self.view.nats_urls_in_order(self.home_regions)
+        try:
+            new = await connect(servers, name=self.name, on_reconnected=self._on_reconnected)
+        except (OSError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("moving home failed, staying in region=%s: %s", self.current_region(), exc or type(exc).__name__)
+            return
+        old, self.nc, self.js = self.nc, new, new.jetstream(timeout=5)
+        await follow_heartbeats(new, self.routing.board)
+        for room in list(self.rooms.values()):
+            await room.move_to(new)
+        self.reconnected.set()
+        self.reconnected = asyncio.Event()
+        log.info("edge moved home to region=%s", self.current_region())
+        try:
+            await old.drain()
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            log.warning("draining the old NATS connection failed: %s", exc or type(exc).__name__)
 
     async def stop(self) -> None:
         for room in list(self.rooms.values()):

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from ama import logs, plan as plans
 from ama.health import publish_heartbeats
 from ama.natsutil import connect
+from ama.room import digest
 from ama.runtime import serve_http, stop_on_signals
 from region.service import RegionService
 
@@ -34,7 +35,13 @@ def build_app(service: RegionService) -> Starlette:
             return JSONResponse({"status": "starting", "service": "region"}, status_code=503)
         return JSONResponse({"status": "ok", "service": "region", "region": service.region, "rooms": len(service.replicas)})
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    async def room_digest(request):
+        replica = service.replicas.get(request.path_params["room"])
+        if replica is None:
+            return JSONResponse({"error": {"code": "unknown_room", "message": "This region has no replica of that room."}}, status_code=404)
+        return JSONResponse(digest(replica.room))
+
+    return Starlette(routes=[Route("/healthz", healthz), Route("/v1/rooms/{room}/digest", room_digest)])
 
 
 async def run(plan_path: Path, name: str) -> None:
@@ -50,7 +57,7 @@ async def run(plan_path: Path, name: str) -> None:
         async with asyncio.TaskGroup() as tasks:
             background = [
                 tasks.create_task(service.run()),
-                tasks.create_task(publish_heartbeats(nc, "region", name, lambda: region)),
+                tasks.create_task(publish_heartbeats(lambda: nc, "region", name, lambda: region)),
             ]
             await serve_http(build_app(service), view.host, node["http_port"], stop)
             for task in background:

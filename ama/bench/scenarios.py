@@ -1,0 +1,286 @@
+"""The socket scenarios (idle, fanout, connect, cross-region): one function per scenario, run once per system.
+
+Each function starts nothing itself: it gets a started system, a worker
+pool and a ``Run`` with the settings, and returns that system's figures.
+Every wait is bounded by a timeout, and every load loop by a count and a
+deadline (see ``worker.py``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from ama.bench import procfs
+from ama.bench.pool import WorkerPool, split
+from ama.bench.stats import LatencyHistogram, fit_line
+
+OPEN_CONCURRENCY = 100
+SETTLE_S = 1.0
+# Client workers busier than this share of their CPUs are the bottleneck, and latencies include their lag.
+CLIENT_BOUND_SHARE = 0.9
+
+
+@dataclass
+class Run:
+    """Settings of one scenario run, the same for every system."""
+
+    watchers: int = 0
+    voters: int = 0
+    rate: float = 0.0
+    duration_s: float = 0.0
+    connections: int = 0
+    steps: int = 5
+    concurrency: int = OPEN_CONCURRENCY
+    drain_s: float = 10.0
+    open_timeout_s: float = 120.0
+    client_cpus: list[int] = field(default_factory=list)
+    progress: object = print
+
+
+class Window:
+    """CPU time of the server and of the client workers, and wall time, between ``start`` and ``stop``."""
+
+    def __init__(self, server_pid: int | None, pool: WorkerPool):
+        self.server_pid = server_pid
+        self.pool = pool
+
+    def _read(self) -> tuple[float, float | None, float]:
+        server = procfs.cpu_seconds(self.server_pid) if self.server_pid else None
+        return time.monotonic(), server, self.pool.cpu_seconds()
+
+    def start(self) -> None:
+        self.began = self._read()
+
+    def stop(self) -> dict:
+        ended = self._read()
+        wall = ended[0] - self.began[0]
+        server = None if ended[1] is None else ended[1] - self.began[1]
+        clients = ended[2] - self.began[2]
+        return {"wall_s": wall, "server_cpu_s": server, "client_cpu_s": clients}
+
+
+def client_share(window: dict, run: Run, pool: WorkerPool) -> float:
+    cpus = max(1, min(len(run.client_cpus) or procfs.online_cpus().__len__(), len(pool)))
+    return window["client_cpu_s"] / (window["wall_s"] * cpus) if window["wall_s"] > 0 else 0.0
+
+
+def open_spread(pool: WorkerPool, role: str, setup_dialect: dict, urls: list[str], tokens: list[str], total: int, run: Run, watch: bool) -> dict:
+    """Open ``total`` sockets spread over every worker; return the summed counts and connect times."""
+    counts = split(total, len(pool))
+    calls = [
+        (index, "open", {"role": role, "dialect": setup_dialect, "urls": urls, "tokens": tokens, "count": count,
+                         "concurrency": max(1, run.concurrency // len(pool)), "timeout_s": run.open_timeout_s, "watch": watch})
+        for index, count in enumerate(counts) if count
+    ]
+    replies = pool.call_many(calls, run.open_timeout_s + 30)
+    histogram = LatencyHistogram()
+    errors: dict[str, int] = {}
+    for reply in replies:
+        histogram.merge(LatencyHistogram.from_dict(reply["connect_ms"]))
+        for message, count in reply["errors"].items():
+            errors[message] = errors.get(message, 0) + count
+    return {
+        "opened": sum(reply["opened"] for reply in replies),
+        "failed": sum(reply["failed"] for reply in replies),
+        "errors": errors,
+        "elapsed_s": max((reply["elapsed_s"] for reply in replies), default=0.0),
+        "connect_ms": histogram,
+    }
+
+
+def frames_of(pool: WorkerPool, role_prefix: str) -> int:
+    total = 0
+    for counts in pool.call_all("count", 30):
+        total += sum(role["frames"] for name, role in counts.items() if name.startswith(role_prefix))
+    return total
+
+
+def rss_settled(pid: int, timeout_s: float = 3.0) -> int:
+    """Read VmRSS until two reads 0.5 s apart differ by under 1 % (or the timeout); return the last."""
+    deadline = time.monotonic() + timeout_s
+    last = procfs.rss_bytes(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = procfs.rss_bytes(pid)
+        if abs(now - last) <= 0.01 * last:
+            return now
+        last = now
+    return last
+
+
+# -- idle ------------------------------------------------------------------------------
+
+
+def run_idle(system, pool: WorkerPool, run: Run) -> dict:
+    """Open ``connections`` idle sockets in ``steps`` equal steps; fit the server's RSS against the socket count."""
+    pid = system.server_pid
+    setup = system.prepare(0, run.connections, 0)
+    baseline = procfs.rss_bytes(pid) if pid else None
+    points: list[tuple[int, int]] = []
+    opened = failed = 0
+    errors: dict[str, int] = {}
+    per_step = split(run.connections, run.steps)
+    for step, count in enumerate(per_step, 1):
+        result = open_spread(pool, "idle", setup.dialect, setup.watcher_urls, setup.watcher_tokens, count, run, watch=False)
+        opened += result["opened"]
+        failed += result["failed"]
+        for message, n in result["errors"].items():
+            errors[message] = errors.get(message, 0) + n
+        time.sleep(SETTLE_S)
+        if pid:
+            points.append((opened, rss_settled(pid)))
+        run.progress(f"{system.name}: {opened} idle sockets open" + (f", RSS {points[-1][1] / 2**20:.1f} MiB" if pid else ""))
+    still_open = sum(counts.get("idle", {}).get("sockets", 0) - counts.get("idle", {}).get("closed", 0) for counts in pool.call_all("count", 30))
+    pool.call_all("close", 60)
+    result = {"connections": opened, "failed": failed, "errors": errors, "still_open": still_open}
+    if pid and len({n for n, _ in points}) >= 2:
+        fit = fit_line([n for n, _ in points], [rss for _, rss in points])
+        result.update({
+            "kb_per_connection": round(fit.slope / 1024, 2),
+            "fit_r_squared": round(fit.r_squared, 4),
+            "baseline_rss_mb": round(baseline / 2**20, 1),
+            "rss_mb_at": {str(n): round(rss / 2**20, 1) for n, rss in points},
+        })
+    else:
+        result["kb_per_connection"] = None
+    return result
+
+
+# -- fanout ----------------------------------------------------------------------------
+
+
+def question_count(run: Run) -> int:
+    votes = vote_count(run)
+    return max(1, math.ceil(votes / max(1, run.voters)))
+
+
+def vote_count(run: Run) -> int:
+    return max(1, int(run.rate * run.duration_s))
+
+
+def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -> dict:
+    """Watchers and voters in one room; votes at ``rate`` for ``duration_s``; latency, frames and server CPU."""
+    setup = system.prepare(run.voters, run.watchers, question_count(run), cross_region=cross_region)
+    voter = open_spread_one(pool, setup, run)
+    watcher_roles = open_watchers(pool, setup, run, cross_region)
+    opened_watchers = sum(result["opened"] for result in watcher_roles.values())
+    run.progress(f"{system.name}: {voter['opened']} voters and {opened_watchers} watchers joined")
+    if voter["opened"] == 0 or opened_watchers == 0:
+        pool.call_all("close", 60)
+        return {"error": f"no sockets joined: voters {voter['errors']} watchers {[r['errors'] for r in watcher_roles.values()]}"}
+    time.sleep(SETTLE_S)
+
+    window = Window(system.server_pid, pool)
+    frames_before = frames_of(pool, "watcher")
+    window.start()
+    votes = vote_count(run)
+    start_at = time.monotonic() + 0.5
+    run.progress(f"{system.name}: sending {votes} votes at {run.rate:g}/s")
+    sent_reply = pool.call(0, "vote", run.duration_s + 60, role="voter", questions=setup.questions, rate=run.rate, count=votes,
+                           start_at=start_at, timeout_s=run.duration_s + 30)
+    sent = {question: times for question, times in sent_reply["sent"].items() if times}
+    targets = {question: len(times) for question, times in sent.items()}
+    lagging = 0
+    for role in watcher_roles:
+        replies = pool.call_all("wait_counts", run.drain_s + 30, role=role, targets=targets, timeout_s=run.drain_s)
+        lagging += sum(reply["lagging"] for reply in replies)
+    measured = window.stop()
+    frames = frames_of(pool, "watcher") - frames_before
+
+    histograms: dict[str, LatencyHistogram] = {}
+    missing = 0
+    for role in watcher_roles:
+        histogram = LatencyHistogram()
+        for reply in pool.call_all("latency", 120, role=role, sent=sent):
+            histogram.merge(LatencyHistogram.from_dict(reply["histogram"]))
+            missing += reply["missing"]
+        histograms[role] = histogram
+    rss = procfs.rss_bytes(system.server_pid) if system.server_pid else None
+    pool.call_all("close", 60)
+    return fanout_figures(system, run, voter, watcher_roles, sent_reply, measured, frames, histograms, missing, lagging, rss, pool)
+
+
+def open_spread_one(pool: WorkerPool, setup, run: Run) -> dict:
+    """Open the voters, all in worker 0 (their send times must come from one schedule)."""
+    reply = pool.call(0, "open", run.open_timeout_s + 30, role="voter", dialect=setup.dialect, urls=setup.voter_urls, tokens=setup.voter_tokens,
+                      count=run.voters, concurrency=run.concurrency, timeout_s=run.open_timeout_s, watch=False)
+    return reply
+
+
+def open_watchers(pool: WorkerPool, setup, run: Run, cross_region: bool) -> dict[str, dict]:
+    if not cross_region:
+        return {"watcher": open_spread(pool, "watcher", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.watchers, run, watch=True)}
+    results = {}
+    per_region = split(run.watchers, len(setup.watcher_urls))
+    for url, count in zip(setup.watcher_urls, per_region):
+        role = f"watcher:{setup.regions[url]}"
+        results[role] = open_spread(pool, role, setup.dialect, [url], setup.watcher_tokens, count, run, watch=True)
+    return results
+
+
+def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_reply: dict, measured: dict, frames: int,
+                   histograms: dict[str, LatencyHistogram], missing: int, lagging: int, rss: int | None, pool: WorkerPool) -> dict:
+    merged = LatencyHistogram()
+    for histogram in histograms.values():
+        merged.merge(histogram)
+    votes_sent = sum(len(times) for times in sent_reply["sent"].values())
+    opened = sum(result["opened"] for result in watcher_roles.values())
+    cpu = measured["server_cpu_s"]
+    share = client_share(measured, run, pool)
+    figures = {
+        "watchers": opened,
+        "watchers_failed": sum(result["failed"] for result in watcher_roles.values()),
+        "voters": voter["opened"],
+        "votes_sent": votes_sent,
+        "votes_late": sent_reply["late"],
+        "rate_per_s": run.rate,
+        "window_s": round(measured["wall_s"], 2),
+        "frames_delivered": frames,
+        "server_cpu_s": None if cpu is None else round(cpu, 2),
+        "frames_per_cpu_second": round(frames / cpu) if cpu else None,
+        # Each watcher showing each vote counts once, however many frames carried them.
+        "votes_shown_per_cpu_second": round(merged.count / cpu) if cpu else None,
+        **merged.summary(),
+        "missing_shows": missing,
+        "lagging_watchers": lagging,
+        "server_rss_mb": None if rss is None else round(rss / 2**20, 1),
+        "client_cpu_share": round(share, 2),
+        "client_bound": share >= CLIENT_BOUND_SHARE,
+    }
+    if len(histograms) > 1:
+        figures["by_region"] = {role.split(":", 1)[1]: histogram.summary() for role, histogram in histograms.items()}
+    figures["_histogram"] = merged
+    return figures
+
+
+# -- connect ---------------------------------------------------------------------------
+
+
+def run_connect(system, pool: WorkerPool, run: Run) -> dict:
+    """Open ``connections`` sockets at once (at most ``concurrency`` in flight); accepted per second."""
+    setup = system.prepare(0, run.connections, 0)
+    window = Window(system.server_pid, pool)
+    window.start()
+    result = open_spread(pool, "storm", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.connections, run, watch=False)
+    measured = window.stop()
+    pool.call_all("close", 60)
+    elapsed = result["elapsed_s"]
+    cpu = measured["server_cpu_s"]
+    connect_ms = result["connect_ms"]
+    figures = {
+        "connections": run.connections,
+        "accepted": result["opened"],
+        "failed": result["failed"],
+        "errors": result["errors"],
+        "concurrency": run.concurrency,
+        "elapsed_s": round(elapsed, 2),
+        "accepted_per_second": round(result["opened"] / elapsed, 1) if elapsed else None,
+        "server_cpu_ms_per_connection": round(cpu * 1000 / result["opened"], 3) if cpu and result["opened"] else None,
+        "connect_p50_ms": round(connect_ms.percentile(50), 2) if connect_ms.count else None,
+        "connect_p99_ms": round(connect_ms.percentile(99), 2) if connect_ms.count else None,
+        "client_cpu_share": round(client_share(measured, run, pool), 2),
+    }
+    figures["client_bound"] = figures["client_cpu_share"] >= CLIENT_BOUND_SHARE
+    return figures

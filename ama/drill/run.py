@@ -1,0 +1,374 @@
+"""``ama drill``: inject a fault into a cluster started by ``ama up`` under a synthetic audience.
+
+Phases: ``before`` (audience warms up), ``during`` (fault injected and held),
+``after`` (fault restored). Then every client's outbox must drain (every
+intent committed), every replica (each edge with the room open, each region
+service, the core) must show the same digest, and the history must check out.
+
+The audience is bounded: ``clients_per_region`` clients, each sending at
+most one vote per ``interval_s`` and at most ``max_intents`` in all, for at
+most the phases' total time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ama.client import ReconnectingClient
+from ama.drill.history import History, Sent, Verdict, check, percentile
+from ama.supervisor import UpError, request_restart
+
+FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core")
+QUESTIONS = 5
+
+
+class DrillError(Exception):
+    """The drill cannot run; the message says what to do."""
+
+
+@dataclass
+class DrillOptions:
+    fault: str
+    target: str
+    data_dir: Path
+    with_edges: bool = False
+    clients_per_region: int = 10
+    interval_s: float = 0.2
+    before_s: float = 5.0
+    hold_s: float = 10.0
+    after_s: float = 5.0
+    settle_timeout_s: float = 60.0
+    max_intents: int = 2000
+    progress: bool = True
+
+
+@dataclass
+class Drill:
+    options: DrillOptions
+    info: dict
+    history: History = field(default_factory=History)
+    clients: list[tuple[str, ReconnectingClient]] = field(default_factory=list)
+    phase: str = "before"
+    fault_at: float = 0.0
+    restored_at: float = 0.0
+    load_stopped_at: float = 0.0
+    detected_at: float | None = None
+    rehomed_at: float | None = None
+    converged_at: float | None = None
+
+
+def load_cluster(data_dir: Path) -> dict:
+    path = data_dir / "cluster.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DrillError(f"{path} not found: start the cluster with 'ama up --data-dir {data_dir}' first") from None
+
+
+def http_json(method: str, url: str, body: dict | None = None, token: str | None = None, timeout: float = 5.0) -> dict:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+def validate(options: DrillOptions, info: dict) -> None:
+    if options.fault not in FAULTS:
+        raise DrillError(f"unknown fault {options.fault!r}; choose one of {', '.join(FAULTS)}")
+    if options.fault == "partition-region":
+        raise DrillError("partition-region is not supported yet: cutting one region's gateways needs network namespaces, which 'ama up' does not create")
+    regions = list(info["regions"])
+    if options.fault in ("kill-region", "hang-region") and options.target not in regions:
+        raise DrillError(f"unknown region {options.target!r}; regions are {', '.join(regions)}")
+    if options.fault == "kill-edge" and options.target not in regions and not options.target.startswith("ws://"):
+        raise DrillError(f"TARGET of kill-edge is a region (its first edge is killed) or an edge URL; regions are {', '.join(regions)}")
+    if options.fault == "kill-core" and options.target != "core":
+        raise DrillError("TARGET of kill-core is 'core'")
+
+
+async def run_drill(options: DrillOptions) -> dict:
+    info = load_cluster(options.data_dir)
+    validate(options, info)
+    drill = Drill(options, info)
+    room = http_json("POST", info["core"] + "/v1/rooms", {"title": f"Drill {options.fault} {options.target}"}, info["admin_token"])
+    questions = await _start_audience(drill, room)
+    stop = asyncio.Event()
+    load = asyncio.create_task(_drive(drill, questions, stop))
+    watcher = asyncio.create_task(_watch_detection(drill))
+    try:
+        await _phase(drill, "before", options.before_s)
+        _inject(drill)
+        await _phase(drill, "during", options.hold_s)
+        await asyncio.to_thread(_restore, drill)
+        drill.restored_at = time.monotonic()
+        await _phase(drill, "after", options.after_s)
+    finally:
+        stop.set()
+        await load
+        watcher.cancel()
+    drill.load_stopped_at = time.monotonic()
+    await _settle(drill, room["room"])
+    report = await _report(drill, room)
+    for _, client in drill.clients:
+        await client.stop()
+    return report
+
+
+async def _start_audience(drill: Drill, room: dict) -> list[str]:
+    info = drill.info
+    regions = list(info["regions"])
+    for region in regions:
+        urls = info["regions"][region]["edges"] + [url for other in regions if other != region for url in info["regions"][other]["edges"]]
+        for index in range(drill.options.clients_per_region):
+            joined = http_json("POST", f"{info['core']}/v1/rooms/{room['room']}/join", {"code": room["code"], "name": f"{region}-{index}"})
+            client = ReconnectingClient(urls, joined["token"], backoff_base_s=0.1, backoff_cap_s=2.0)
+            client.user = joined["user"]
+            await client.start()
+            drill.clients.append((region, client))
+    asker = drill.clients[0][1]
+    questions = []
+    for number in range(QUESTIONS):
+        question = str(uuid.uuid4())
+        drill.history.sent(Sent(question, "ask", asker.user, question, 0, time.monotonic(), "before"))
+        await asker.queue_intent({"type": "ask", "id": question, "text": f"Drill question {number + 1}"})
+        questions.append(question)
+    for _, client in drill.clients:
+        await client.wait_for(lambda state: all(question in state.questions for question in questions), 30)
+    return questions
+
+
+async def _drive(drill: Drill, questions: list[str], stop: asyncio.Event) -> None:
+    """Send votes from every client until ``stop`` or the intent budget runs out."""
+    budget = drill.options.max_intents
+    sent = 0
+    while not stop.is_set() and sent < budget:
+        for _, client in drill.clients:
+            if sent >= budget:
+                break
+            question = random.choice(questions)
+            value = random.choice((1, 1, 0, -1))
+            intent_id = str(uuid.uuid4())
+            drill.history.sent(Sent(intent_id, "vote", client.user, question, value, time.monotonic(), drill.phase))
+            await client.queue_intent({"type": "vote", "id": intent_id, "question": question, "value": value})
+            sent += 1
+        _collect_acks(drill)
+        try:
+            await asyncio.wait_for(stop.wait(), drill.options.interval_s)
+        except asyncio.TimeoutError:
+            pass
+    _collect_acks(drill)
+
+
+def _collect_acks(drill: Drill) -> None:
+    for region, client in drill.clients:
+        for (intent_id, status), arrived_at in client.state.ack_times.items():
+            entry = drill.history.intents.get(intent_id)
+            if entry is None:
+                continue
+            drill.history.acked(intent_id, status, arrived_at)
+            if drill.rehomed_at is None and drill.phase == "during" and entry.sent_at >= drill.fault_at and entry.accepted_at is not None and _affected(drill, region, client):
+                drill.rehomed_at = entry.accepted_at
+
+
+def _affected(drill: Drill, region: str, client: ReconnectingClient) -> bool:
+    fault, target = drill.options.fault, drill.options.target
+    if fault == "kill-core":
+        return True
+    return region == target
+
+
+async def _phase(drill: Drill, phase: str, seconds: float) -> None:
+    drill.phase = phase
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        await asyncio.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        if drill.options.progress:
+            sent = len(drill.history.intents)
+            acked = sum(1 for entry in drill.history.intents.values() if entry.accepted_at is not None)
+            print(f"\r[{phase:<6}] {end - time.monotonic():5.1f} s left  intents sent {sent}  acked {acked}   ", end="", flush=True)
+    if drill.options.progress:
+        print()
+
+
+def _victims(drill: Drill) -> list[int]:
+    info, options = drill.info, drill.options
+    if options.fault == "kill-core":
+        return [info["core_pid"]]
+    if options.fault == "kill-edge":
+        if options.target.startswith("ws://"):
+            for region in info["regions"].values():
+                if options.target in region["edges"]:
+                    return [region["pids"]["edges"][region["edges"].index(options.target)]]
+            raise DrillError(f"no edge {options.target} in cluster.json")
+        return info["regions"][options.target]["pids"]["edges"][:1]
+    pids = info["regions"][options.target]["pids"]
+    return pids["nats"] + pids["region"] + (pids["edges"] if options.with_edges else [])
+
+
+def _inject(drill: Drill) -> None:
+    signum = signal.SIGSTOP if drill.options.fault == "hang-region" else signal.SIGKILL
+    drill.fault_at = time.monotonic()
+    for pid in _victims(drill):
+        os.kill(pid, signum)
+
+
+def _restore(drill: Drill) -> None:
+    options = drill.options
+    if options.fault == "hang-region":
+        for pid in _victims(drill):
+            os.kill(pid, signal.SIGCONT)
+        return
+    target = "core" if options.fault == "kill-core" else options.target
+    try:
+        request_restart(options.data_dir, target, with_edges=options.with_edges or options.fault == "kill-edge")
+    except UpError as exc:
+        raise DrillError(f"restoring {target} failed: {exc}") from None
+
+
+async def _watch_detection(drill: Drill) -> None:
+    """Note when the fault is first observed.
+
+    Observed means: a client reconnects, an edge reports a new home region,
+    a killed edge stops answering its health check, or (for kill-core) the
+    core does.
+    """
+    info = drill.info
+    core_url = info["core"] if drill.options.fault == "kill-core" else None
+    homes = {}
+    for region in info["regions"].values():
+        for url in region.get("edge_http", []):
+            homes[url] = await _home_region(url)
+    while True:
+        await asyncio.sleep(0.05)
+        if not drill.fault_at or drill.detected_at is not None:
+            continue
+        if any(client.reconnects for _, client in drill.clients):
+            drill.detected_at = time.monotonic()
+            continue
+        if core_url is not None and await _home_region(core_url) is _DOWN:
+            drill.detected_at = time.monotonic()
+            continue
+        for url, home in homes.items():
+            now_home = await _home_region(url)
+            if now_home != home and (now_home is not _DOWN or drill.options.fault == "kill-edge"):
+                drill.detected_at = time.monotonic()
+                break
+
+
+_DOWN = object()
+
+
+async def _home_region(url: str):
+    """Return the home region an edge's health check reports, or _DOWN when it does not answer."""
+    try:
+        health = await asyncio.to_thread(http_json, "GET", url + "/healthz", None, None, 0.5)
+    except (OSError, ValueError):
+        return _DOWN
+    return health.get("home_region")
+
+
+async def _settle(drill: Drill, room_id: str) -> None:
+    """Wait for every outbox to drain and every replica to show the same digest."""
+    deadline = time.monotonic() + drill.options.settle_timeout_s
+    while time.monotonic() < deadline:
+        _collect_acks(drill)
+        drained = all(not client.outbox for _, client in drill.clients)
+        digests = await asyncio.to_thread(_digests, drill.info, room_id)
+        if drained and len({digest["sha256"] for digest in digests.values()}) == 1:
+            drill.converged_at = time.monotonic()
+            return
+        await asyncio.sleep(0.25)
+
+
+def _replica_urls(info: dict) -> dict[str, str]:
+    urls = {"core": info["core"]}
+    for name, region in info["regions"].items():
+        for index, url in enumerate(region.get("edge_http", [])):
+            urls[f"{name}/edge-{index + 1}"] = url
+        for index, url in enumerate(region.get("region_http", [])):
+            urls[f"{name}/region-{index + 1}"] = url
+    return urls
+
+
+def _digests(info: dict, room_id: str) -> dict[str, dict]:
+    digests = {}
+    for name, url in _replica_urls(info).items():
+        try:
+            digests[name] = http_json("GET", f"{url}/v1/rooms/{room_id}/digest", timeout=2)
+        except (OSError, ValueError):
+            continue
+    return digests
+
+
+async def _report(drill: Drill, room: dict) -> dict:
+    info = load_cluster(drill.options.data_dir)
+    _collect_acks(drill)
+    exports = {"core": http_json("GET", f"{info['core']}/v1/rooms/{room['room']}/export", token=room["host_token"])["questions"]}
+    user_votes = {client.user: dict(client.state.mine) for _, client in drill.clients}
+    views = {f"client {client.user} on {client.url}": list(client.state.questions.values()) for _, client in drill.clients}
+    exports.update(views)
+    verdict: Verdict = check(drill.history, exports, user_votes)
+    digests = await asyncio.to_thread(_digests, info, room["room"])
+    entries = drill.history.intents.values()
+    since = lambda moment: None if moment is None or not drill.fault_at else round(moment - drill.fault_at, 3)
+    report = {
+        "fault": drill.options.fault,
+        "target": drill.options.target,
+        "with_edges": drill.options.with_edges,
+        "room": room["room"],
+        "intents_sent": len(drill.history.intents),
+        "intents_acked": sum(1 for entry in entries if entry.accepted_at is not None),
+        "intents_committed": sum(1 for entry in entries if entry.committed_at is not None),
+        "lost": verdict.lost,
+        "duplicated": verdict.duplicated,
+        "unacknowledged": verdict.unacknowledged,
+        "converged": drill.converged_at is not None and verdict.lost == 0 and verdict.duplicated == 0,
+        "replicas_checked": sorted(digests),
+        "detect_s": since(drill.detected_at),
+        "rehome_s": since(drill.rehomed_at),
+        "converge_s": None if drill.converged_at is None else round(drill.converged_at - drill.load_stopped_at, 3),
+        "client_reconnects": sum(client.reconnects for _, client in drill.clients),
+        "p99_ms_before": _rounded(percentile(drill.history.latencies_ms("before"), 0.99)),
+        "p99_ms_during": _rounded(percentile(drill.history.latencies_ms("during"), 0.99)),
+        "p99_ms_after": _rounded(percentile(drill.history.latencies_ms("after"), 0.99)),
+        "problems": verdict.problems[:20],
+    }
+    return report
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def format_report(report: dict) -> str:
+    def show(value) -> str:
+        return "n/a" if value is None else str(value)
+
+    lines = [
+        f"Drill {report['fault']} {report['target']}" + (" (with edges)" if report["with_edges"] else "") + f" on room {report['room']}",
+        f"  intents   sent {report['intents_sent']}, acked {report['intents_acked']}, committed {report['intents_committed']}",
+        f"  history   lost {report['lost']}, duplicated {report['duplicated']}, never committed {report['unacknowledged']}",
+        f"  replicas  {'converged' if report['converged'] else 'NOT converged'} ({len(report['replicas_checked'])} checked)",
+        f"  timing    detect {show(report['detect_s'])} s, re-home {show(report['rehome_s'])} s, converge {show(report['converge_s'])} s after the load stopped",
+        f"  clients   {report['client_reconnects']} reconnects",
+        f"  p99 ack   before {show(report['p99_ms_before'])} ms, during {show(report['p99_ms_during'])} ms, after {show(report['p99_ms_after'])} ms",
+    ]
+    lines += [f"  problem: {problem}" for problem in report["problems"]]
+    return "\n".join(lines)
+
+
+def passed(report: dict) -> bool:
+    return report["lost"] == 0 and report["duplicated"] == 0 and report["converged"] and report["unacknowledged"] == 0
