@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     drill.add_argument("fault", metavar="FAULT", choices=FAULTS, help="one of: " + ", ".join(FAULTS))
-    drill.add_argument("target", metavar="TARGET", help="a region name; for kill-edge a region (its first edge) or an edge URL; for kill-core 'core'")
+    drill.add_argument("target", metavar="TARGET", nargs="?", default="", help="a region name; for kill-edge a region (its first edge) or an edge URL; for kill-core 'core'; none for random")
     drill.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
     drill.add_argument("--with-edges", action="store_true", help="on region faults, take the region's edges down too")
     drill.add_argument("--hold", type=float, default=10.0, metavar="SECONDS", help="how long the fault is held (default: 10)")
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--after", type=float, default=5.0, metavar="SECONDS", help="audience time after the restore (default: 5)")
     drill.add_argument("--clients-per-region", type=int, default=10, metavar="N", help="synthetic clients per region (default: 10)")
     drill.add_argument("--max-intents", type=int, default=2000, metavar="N", help="upper bound on votes sent in the whole drill (default: 2000)")
+    drill.add_argument("--faults", type=int, default=3, metavar="N", help="for FAULT random: how many random faults to inject one after another (default: 3)")
+    drill.add_argument("--seed", type=int, default=None, help="for FAULT random: seed of the fault sequence, to repeat a run")
+    drill.add_argument("--gap", type=float, default=3.0, metavar="SECONDS", help="for FAULT random: audience time between a restore and the next fault (default: 3)")
     drill.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
@@ -102,16 +105,20 @@ def run_drill_command(args) -> int:
 
     from ama.drill.run import DrillError, DrillOptions, format_report, passed, run_drill
 
-    for name in ("hold", "before", "after"):
+    for name in ("hold", "before", "after", "gap"):
         if getattr(args, name) < 0:
             print(f"ama drill: error: --{name} must not be negative", file=sys.stderr)
             return 2
     if args.clients_per_region < 1 or args.max_intents < 1:
         print("ama drill: error: --clients-per-region and --max-intents must be at least 1", file=sys.stderr)
         return 2
+    if args.fault != "random" and not args.target:
+        print(f"ama drill: error: {args.fault} needs a TARGET (a region name, or 'core' for kill-core)", file=sys.stderr)
+        return 2
     options = DrillOptions(
         args.fault, args.target, args.data_dir, args.with_edges, args.clients_per_region,
         before_s=args.before, hold_s=args.hold, after_s=args.after, max_intents=args.max_intents, progress=not args.json,
+        random_faults=args.faults if args.fault == "random" else 0, seed=args.seed, gap_s=args.gap,
     )
     try:
         report = asyncio.run(run_drill(options))

@@ -20,7 +20,7 @@ from pathlib import Path
 from ama.bench import procfs, report
 from ama.bench.scenarios import Run, run_connect, run_fanout, run_idle
 from ama.bench.stats import LatencyHistogram
-from ama.bench.systems import PEERS, SystemError, make_system
+from ama.bench.systems import PEERS, ServerSetupError, make_system
 
 SCENARIOS = ("idle", "fanout", "connect", "cross-region", "ingest", "crdt")
 SOCKET_SCENARIOS = ("idle", "fanout", "connect", "cross-region")
@@ -130,7 +130,7 @@ def run(args) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     try:
         doc, histograms = execute(args, settings, peers, progress, time_limit)
-    except (SystemError, OSError, TimeoutError) as exc:
+    except (ServerSetupError, OSError, TimeoutError) as exc:
         print(f"ama bench: error: {exc}", file=sys.stderr)
         return 1
     doc["started_at"] = stamp
@@ -236,7 +236,7 @@ def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus
         if profiler is not None:
             extra["profile"] = {"system": name, "pid": system.server_pid, "raw": str(profiler.output), "summary": profiler.wait(60)}
         return figures
-    except SystemError as exc:
+    except ServerSetupError as exc:
         progress(f"{name}: {exc}")
         return {"error": str(exc)}
     finally:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ama.bench import procfs
 from ama.bench.pool import WorkerPool, split
 from ama.bench.stats import LatencyHistogram, fit_line
+from ama.bench.systems import ServerSetupError
 
 OPEN_CONCURRENCY = 100
 SETTLE_S = 1.0
@@ -90,6 +91,14 @@ def open_spread(pool: WorkerPool, role: str, setup_dialect: dict, urls: list[str
     }
 
 
+def prime_room(pool: WorkerPool, setup, run: Run) -> None:
+    """Open one socket in the room before a crowd joins, so that the crowd does not race to open it."""
+    reply = pool.call(0, "open", run.open_timeout_s + 30, role="primer", dialect=setup.dialect, urls=setup.watcher_urls[:1],
+                      tokens=setup.watcher_tokens[:1], count=1, concurrency=1, timeout_s=run.open_timeout_s)
+    if reply["opened"] != 1:
+        raise ServerSetupError(f"the first socket could not join the room: {reply['errors']}")
+
+
 def frames_of(pool: WorkerPool, role_prefix: str) -> int:
     total = 0
     for counts in pool.call_all("count", 30):
@@ -117,6 +126,7 @@ def run_idle(system, pool: WorkerPool, run: Run) -> dict:
     """Open ``connections`` idle sockets in ``steps`` equal steps; fit the server's RSS against the socket count."""
     pid = system.server_pid
     setup = system.prepare(0, run.connections, 0)
+    prime_room(pool, setup, run)
     baseline = procfs.rss_bytes(pid) if pid else None
     points: list[tuple[int, int]] = []
     opened = failed = 0
@@ -261,6 +271,7 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
 def run_connect(system, pool: WorkerPool, run: Run) -> dict:
     """Open ``connections`` sockets at once (at most ``concurrency`` in flight); accepted per second."""
     setup = system.prepare(0, run.connections, 0)
+    prime_room(pool, setup, run)
     window = Window(system.server_pid, pool)
     window.start()
     result = open_spread(pool, "storm", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.connections, run, watch=False)

@@ -34,7 +34,7 @@ INSTALL_TIMEOUT_S = 600.0
 MAX_WATCHER_USERS = 1000
 
 
-class SystemError(Exception):
+class ServerSetupError(Exception):
     """A server under test could not be installed, started or prepared."""
 
 
@@ -73,7 +73,7 @@ def http_json(method: str, url: str, body: dict | None = None, token: str | None
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.load(response)
     except urllib.error.HTTPError as error:
-        raise SystemError(f"{method} {url} failed with HTTP {error.code}: {error.read()[:300]!r}") from None
+        raise ServerSetupError(f"{method} {url} failed with HTTP {error.code}: {error.read()[:300]!r}") from None
 
 
 class AmaCluster:
@@ -105,10 +105,10 @@ class AmaCluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not cluster_json.exists():
             if self.process.poll() is not None:
-                raise SystemError(f"ama up exited with code {self.process.returncode}; see {log_path}")
+                raise ServerSetupError(f"ama up exited with code {self.process.returncode}; see {log_path}")
             if time.monotonic() > deadline:
                 self.stop()
-                raise SystemError(f"ama up was not ready within {START_TIMEOUT_S:.0f} s; see {log_path}")
+                raise ServerSetupError(f"ama up was not ready within {START_TIMEOUT_S:.0f} s; see {log_path}")
             time.sleep(0.2)
         self.info = json.loads(cluster_json.read_text())
         return self.info
@@ -209,7 +209,7 @@ class AmaSystem:
         if cross_region:
             others = [region for region in self.cluster.regions() if region != voter_region]
             if not others:
-                raise SystemError("cross-region needs a cluster with two or more regions")
+                raise ServerSetupError("cross-region needs a cluster with two or more regions")
             watcher_urls = [self.cluster.edge_url(region) for region in others]
             regions = {self.cluster.edge_url(region): region for region in others}
         else:
@@ -229,11 +229,11 @@ def ensure_node_peer(folder: Path, progress) -> None:
         return
     npm = shutil.which("npm")
     if npm is None or shutil.which("node") is None:
-        raise SystemError(f"Node.js and npm are needed for this peer; install them, then run: cd {folder} && npm ci")
+        raise ServerSetupError(f"Node.js and npm are needed for this peer; install them, then run: cd {folder} && npm ci")
     progress(f"installing the peer in {folder} with 'npm ci' (first use only)")
     result = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
     if result.returncode != 0:
-        raise SystemError(f"'npm ci' in {folder} failed with code {result.returncode}:\n{result.stderr[-2000:]}")
+        raise ServerSetupError(f"'npm ci' in {folder} failed with code {result.returncode}:\n{result.stderr[-2000:]}")
 
 
 def ensure_python_peer(folder: Path, progress) -> Path:
@@ -251,7 +251,7 @@ def ensure_python_peer(folder: Path, progress) -> Path:
         capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S,
     )
     if result.returncode != 0:
-        raise SystemError(f"pip install for {folder} failed with code {result.returncode}; run it by hand: {command}\n{result.stderr[-2000:]}")
+        raise ServerSetupError(f"pip install for {folder} failed with code {result.returncode}; run it by hand: {command}\n{result.stderr[-2000:]}")
     marker.write_text(requirements)
     return python
 
@@ -276,7 +276,7 @@ class PeerSystem:
 
     def start(self) -> None:
         if not self.folder.is_dir():
-            raise SystemError(f"peer folder {self.folder} not found; run from a checkout of the project or set AMA_BENCH_PEERS_DIR")
+            raise ServerSetupError(f"peer folder {self.folder} not found; run from a checkout of the project or set AMA_BENCH_PEERS_DIR")
         self.install()
         log_path = (self.log_dir or Path(tempfile.gettempdir())) / f"ama-bench-{self.name}.log"
         with open(log_path, "ab") as log:
@@ -286,7 +286,7 @@ class PeerSystem:
             self.port = int(json.loads(line)["listening"])
         except (ValueError, KeyError, TypeError):
             self.stop()
-            raise SystemError(f"peer {self.name} did not start (first output {line!r}); see {log_path}") from None
+            raise ServerSetupError(f"peer {self.name} did not start (first output {line!r}); see {log_path}") from None
 
     @staticmethod
     def _first_line(process: subprocess.Popen, timeout_s: float) -> str:
@@ -377,5 +377,5 @@ def make_system(name: str, progress, cluster_file: Path | None = None, log_dir: 
         return AmaSystem(cluster_file, log_dir)
     peers = {"node-ws": NodeWsSystem, "pycrdt-websocket": PycrdtWebsocketSystem, "hocuspocus": HocuspocusSystem}
     if name not in peers:
-        raise SystemError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
+        raise ServerSetupError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
     return peers[name](progress, log_dir)

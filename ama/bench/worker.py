@@ -111,7 +111,13 @@ class Worker:
                 connect_ms.add((client.state.ready_at - began) * 1000)
                 group.clients.append(client)
 
-        await asyncio.gather(*(open_one(first + i) for i in range(count)))
+        # The first socket of a room opens it alone: pycrdt-websocket 0.16.5 left all but one of
+        # several sockets that joined a new room at once waiting forever.
+        if first == 0 and count > 0:
+            await open_one(0)
+            await asyncio.gather(*(open_one(i) for i in range(1, count)))
+        else:
+            await asyncio.gather(*(open_one(first + i) for i in range(count)))
         return {
             "opened": connect_ms.count,
             "failed": count - connect_ms.count,
@@ -152,11 +158,15 @@ class Worker:
         voters = len(group.clients)
         if voters == 0:
             raise ValueError("no voter sockets are open")
+        if group.dialect.name != "json":
+            import pycrdt  # noqa: F401 - imported before the schedule starts, not inside it
         plan = []
         for i in range(count):
             question = questions[min(i // voters, len(questions) - 1)]
             client = group.clients[i % voters]
             plan.append((question, client, group.dialect.vote_frame(client, question, i % voters)))
+        # Building the plan may take longer than the coordinator's lead time: start late rather than burst.
+        start_at = max(start_at, time.monotonic() + 0.05)
         sent: dict[str, list[float]] = {question: [] for question in questions}
         deadline = time.monotonic() + timeout_s
         late = 0

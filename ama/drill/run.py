@@ -28,7 +28,8 @@ from ama.client import ReconnectingClient
 from ama.drill.history import History, Sent, Verdict, check, percentile
 from ama.supervisor import UpError, request_restart
 
-FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core")
+FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core", "random")
+RANDOM_FAULTS = ("kill-region", "hang-region", "kill-edge", "kill-core")
 QUESTIONS = 5
 
 
@@ -50,6 +51,10 @@ class DrillOptions:
     settle_timeout_s: float = 60.0
     max_intents: int = 2000
     progress: bool = True
+    # For FAULT "random": how many faults, the seed, and the pause between them.
+    random_faults: int = 0
+    seed: int | None = None
+    gap_s: float = 3.0
 
 
 @dataclass
@@ -59,9 +64,14 @@ class Drill:
     history: History = field(default_factory=History)
     clients: list[tuple[str, ReconnectingClient]] = field(default_factory=list)
     phase: str = "before"
+    # The fault being injected now, as (fault, target, with_edges).
+    current: tuple[str, str, bool] = ("", "", False)
+    faults_run: list[dict] = field(default_factory=list)
     fault_at: float = 0.0
+    first_fault_at: float = 0.0
     restored_at: float = 0.0
     load_stopped_at: float = 0.0
+    victims: list[int] = field(default_factory=list)
     detected_at: float | None = None
     rehomed_at: float | None = None
     converged_at: float | None = None
@@ -97,6 +107,21 @@ def validate(options: DrillOptions, info: dict) -> None:
         raise DrillError(f"TARGET of kill-edge is a region (its first edge is killed) or an edge URL; regions are {', '.join(regions)}")
     if options.fault == "kill-core" and options.target != "core":
         raise DrillError("TARGET of kill-core is 'core'")
+    if options.fault == "random" and options.random_faults < 1:
+        raise DrillError("--faults must be at least 1 for a random drill")
+
+
+def schedule(options: DrillOptions, regions: list[str]) -> list[tuple[str, str, bool]]:
+    """Return the faults to inject, in order, as (fault, target, with_edges)."""
+    if options.fault != "random":
+        return [(options.fault, options.target, options.with_edges)]
+    chooser = random.Random(options.seed)
+    faults = []
+    for _ in range(options.random_faults):
+        fault = chooser.choice(RANDOM_FAULTS)
+        target = "core" if fault == "kill-core" else chooser.choice(regions)
+        faults.append((fault, target, fault in ("kill-region", "hang-region") and chooser.random() < 0.3))
+    return faults
 
 
 async def run_drill(options: DrillOptions) -> dict:
@@ -110,11 +135,15 @@ async def run_drill(options: DrillOptions) -> dict:
     watcher = asyncio.create_task(_watch_detection(drill))
     try:
         await _phase(drill, "before", options.before_s)
-        _inject(drill)
-        await _phase(drill, "during", options.hold_s)
-        await asyncio.to_thread(_restore, drill)
-        drill.restored_at = time.monotonic()
-        await _phase(drill, "after", options.after_s)
+        faults = schedule(options, list(info["regions"]))
+        for number, fault in enumerate(faults):
+            drill.current = fault
+            _inject(drill)
+            await _phase(drill, "during", options.hold_s)
+            await asyncio.to_thread(_restore, drill)
+            drill.restored_at = time.monotonic()
+            drill.faults_run.append({"fault": fault[0], "target": fault[1], "with_edges": fault[2]})
+            await _phase(drill, "after", options.after_s if number == len(faults) - 1 else options.gap_s)
     finally:
         stop.set()
         await load
@@ -184,7 +213,7 @@ def _collect_acks(drill: Drill) -> None:
 
 
 def _affected(drill: Drill, region: str, client: ReconnectingClient) -> bool:
-    fault, target = drill.options.fault, drill.options.target
+    fault, target, _ = drill.current
     if fault == "kill-core":
         return True
     return region == target
@@ -204,36 +233,40 @@ async def _phase(drill: Drill, phase: str, seconds: float) -> None:
 
 
 def _victims(drill: Drill) -> list[int]:
-    info, options = drill.info, drill.options
-    if options.fault == "kill-core":
+    """Return the process ids the current fault hits, from the latest cluster.json."""
+    info = drill.info = load_cluster(drill.options.data_dir)
+    fault, target, with_edges = drill.current
+    if fault == "kill-core":
         return [info["core_pid"]]
-    if options.fault == "kill-edge":
-        if options.target.startswith("ws://"):
+    if fault == "kill-edge":
+        if target.startswith("ws://"):
             for region in info["regions"].values():
-                if options.target in region["edges"]:
-                    return [region["pids"]["edges"][region["edges"].index(options.target)]]
-            raise DrillError(f"no edge {options.target} in cluster.json")
-        return info["regions"][options.target]["pids"]["edges"][:1]
-    pids = info["regions"][options.target]["pids"]
-    return pids["nats"] + pids["region"] + (pids["edges"] if options.with_edges else [])
+                if target in region["edges"]:
+                    return [region["pids"]["edges"][region["edges"].index(target)]]
+            raise DrillError(f"no edge {target} in cluster.json")
+        return info["regions"][target]["pids"]["edges"][:1]
+    pids = info["regions"][target]["pids"]
+    return pids["nats"] + pids["region"] + (pids["edges"] if with_edges else [])
 
 
 def _inject(drill: Drill) -> None:
-    signum = signal.SIGSTOP if drill.options.fault == "hang-region" else signal.SIGKILL
+    signum = signal.SIGSTOP if drill.current[0] == "hang-region" else signal.SIGKILL
+    drill.victims = _victims(drill)
     drill.fault_at = time.monotonic()
-    for pid in _victims(drill):
+    drill.first_fault_at = drill.first_fault_at or drill.fault_at
+    for pid in drill.victims:
         os.kill(pid, signum)
 
 
 def _restore(drill: Drill) -> None:
-    options = drill.options
-    if options.fault == "hang-region":
-        for pid in _victims(drill):
+    fault, target, with_edges = drill.current
+    if fault == "hang-region":
+        for pid in drill.victims:
             os.kill(pid, signal.SIGCONT)
         return
-    target = "core" if options.fault == "kill-core" else options.target
+    target = "core" if fault == "kill-core" else target
     try:
-        request_restart(options.data_dir, target, with_edges=options.with_edges or options.fault == "kill-edge")
+        request_restart(drill.options.data_dir, target, with_edges=with_edges or fault == "kill-edge")
     except UpError as exc:
         raise DrillError(f"restoring {target} failed: {exc}") from None
 
@@ -246,7 +279,7 @@ async def _watch_detection(drill: Drill) -> None:
     core does.
     """
     info = drill.info
-    core_url = info["core"] if drill.options.fault == "kill-core" else None
+    core_url = info["core"]
     homes = {}
     for region in info["regions"].values():
         for url in region.get("edge_http", []):
@@ -255,15 +288,19 @@ async def _watch_detection(drill: Drill) -> None:
         await asyncio.sleep(0.05)
         if not drill.fault_at or drill.detected_at is not None:
             continue
+        if drill.current[0] != "kill-core":
+            core_down = False
+        else:
+            core_down = await _home_region(core_url) is _DOWN
         if any(client.reconnects for _, client in drill.clients):
             drill.detected_at = time.monotonic()
             continue
-        if core_url is not None and await _home_region(core_url) is _DOWN:
+        if core_down:
             drill.detected_at = time.monotonic()
             continue
         for url, home in homes.items():
             now_home = await _home_region(url)
-            if now_home != home and (now_home is not _DOWN or drill.options.fault == "kill-edge"):
+            if now_home != home and (now_home is not _DOWN or drill.current[0] == "kill-edge"):
                 drill.detected_at = time.monotonic()
                 break
 
@@ -323,11 +360,13 @@ async def _report(drill: Drill, room: dict) -> dict:
     verdict: Verdict = check(drill.history, exports, user_votes)
     digests = await asyncio.to_thread(_digests, info, room["room"])
     entries = drill.history.intents.values()
-    since = lambda moment: None if moment is None or not drill.fault_at else round(moment - drill.fault_at, 3)
+    since = lambda moment: None if moment is None or not drill.first_fault_at else round(moment - drill.first_fault_at, 3)
     report = {
         "fault": drill.options.fault,
         "target": drill.options.target,
         "with_edges": drill.options.with_edges,
+        "faults": drill.faults_run,
+        "seed": drill.options.seed,
         "room": room["room"],
         "intents_sent": len(drill.history.intents),
         "intents_acked": sum(1 for entry in entries if entry.accepted_at is not None),
@@ -357,8 +396,10 @@ def format_report(report: dict) -> str:
     def show(value) -> str:
         return "n/a" if value is None else str(value)
 
+    faults = ", ".join(f"{fault['fault']} {fault['target']}" + (" with edges" if fault["with_edges"] else "") for fault in report["faults"])
     lines = [
-        f"Drill {report['fault']} {report['target']}" + (" (with edges)" if report["with_edges"] else "") + f" on room {report['room']}",
+        f"Drill {report['fault']} {report['target']}".rstrip() + (" (with edges)" if report["with_edges"] else "") + f" on room {report['room']}",
+        f"  faults    {faults}" + ("" if report["seed"] is None else f" (seed {report['seed']})"),
         f"  intents   sent {report['intents_sent']}, acked {report['intents_acked']}, committed {report['intents_committed']}",
         f"  history   lost {report['lost']}, duplicated {report['duplicated']}, never committed {report['unacknowledged']}",
         f"  replicas  {'converged' if report['converged'] else 'NOT converged'} ({len(report['replicas_checked'])} checked)",

@@ -1,0 +1,134 @@
+"""The drill tool: its history checker (pure), and real drills against a cluster started by ``ama up``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ama.drill.history import History, Sent, check, percentile
+from tests.harness import UpProcess
+
+
+def vote(intent_id: str, user: str, question: str, value: int, sent_at: float, acked: bool = True) -> Sent:
+    entry = Sent(intent_id, "vote", user, question, value, sent_at, "during")
+    if acked:
+        entry.accepted_at = entry.committed_at = sent_at + 0.01
+    return entry
+
+
+def history_of(*entries: Sent) -> History:
+    history = History()
+    for entry in entries:
+        history.sent(entry)
+    return history
+
+
+def view(question: str, up: int, down: int) -> dict:
+    return {"id": question, "up": up, "down": down}
+
+
+def test_last_vote_of_each_user_counts():
+    history = history_of(vote("1", "ann", "q", 1, 1.0), vote("2", "ann", "q", -1, 2.0), vote("3", "bob", "q", 1, 1.5))
+    assert history.expected_votes() == {("ann", "q"): -1, ("bob", "q"): 1}
+    assert history.expected_totals() == {"q": (1, 1)}
+
+
+def test_check_passes_matching_replicas():
+    history = history_of(vote("1", "ann", "q", 1, 1.0), vote("2", "bob", "q", 1, 1.0))
+    verdict = check(history, {"core": [view("q", 2, 0)], "edge": [view("q", 2, 0)]}, {"ann": {"q": 1}, "bob": {"q": 1}})
+    assert verdict.lost == 0
+    assert verdict.duplicated == 0
+    assert verdict.problems == []
+
+
+def test_check_counts_lost_vote():
+    history = history_of(vote("1", "ann", "q", 1, 1.0), vote("2", "bob", "q", 1, 1.0))
+    verdict = check(history, {"core": [view("q", 1, 0)]}, {"ann": {"q": 1}, "bob": {"q": 1}})
+    assert verdict.lost == 1
+    assert verdict.duplicated == 0
+
+
+def test_check_counts_duplicated_vote():
+    history = history_of(vote("1", "ann", "q", 1, 1.0))
+    verdict = check(history, {"core": [view("q", 2, 0)]}, {"ann": {"q": 1}})
+    assert verdict.duplicated == 1
+
+
+def test_check_counts_missing_and_repeated_questions():
+    ask = Sent("q", "ask", "ann", "q", 0, 1.0, "before", accepted_at=1.1, committed_at=1.2)
+    history = history_of(ask)
+    assert check(history, {"core": []}, {}).lost == 1
+    assert check(history, {"core": [view("q", 0, 0), view("q", 0, 0)]}, {}).duplicated == 1
+
+
+def test_check_counts_wrong_own_vote():
+    history = history_of(vote("1", "ann", "q", -1, 1.0))
+    verdict = check(history, {"core": [view("q", 0, 1)]}, {"ann": {"q": 1}})
+    assert verdict.lost == 1
+
+
+def test_unacknowledged_intents_are_counted():
+    history = history_of(vote("1", "ann", "q", 1, 1.0, acked=False))
+    assert check(history, {"core": [view("q", 1, 0)]}, {"ann": {"q": 1}}).unacknowledged == 1
+
+
+def test_percentile_picks_nearest_rank():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.99) == 4.0
+    assert percentile([], 0.5) is None
+
+
+@pytest.fixture(scope="module")
+def drill_cluster(tmp_path_factory):
+    process = UpProcess(tmp_path_factory.mktemp("drill") / "data")
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+def run_drill(process: UpProcess, *args: str) -> tuple[int, dict]:
+    argv = [sys.executable, "-m", "ama.cli", "drill", *args, "--data-dir", str(process.data_dir), "--json",
+            "--before", "2", "--hold", "4", "--after", "2", "--clients-per-region", "5"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
+
+
+REPORT_FIELDS = {
+    "fault", "target", "intents_sent", "intents_acked", "intents_committed", "lost", "duplicated", "converged",
+    "detect_s", "rehome_s", "converge_s", "client_reconnects", "p99_ms_before", "p99_ms_during", "p99_ms_after",
+}
+
+
+@pytest.mark.cluster
+def test_kill_region_drill_loses_nothing(drill_cluster):
+    status, report = run_drill(drill_cluster, "kill-region", "us-east")
+    assert REPORT_FIELDS <= set(report)
+    assert status == 0, report
+    assert report["lost"] == 0
+    assert report["duplicated"] == 0
+    assert report["converged"] is True
+    assert report["intents_committed"] == report["intents_sent"]
+    assert report["rehome_s"] is not None and report["rehome_s"] < 2.0
+
+
+@pytest.mark.cluster
+def test_random_faults_drill_loses_nothing(drill_cluster):
+    status, report = run_drill(drill_cluster, "random", "--faults", "2", "--seed", "3", "--gap", "2")
+    assert status == 0, report
+    assert len(report["faults"]) == 2
+    assert report["lost"] == 0
+    assert report["duplicated"] == 0
+    assert report["converged"] is True
+
+
+@pytest.mark.cluster
+def test_drill_rejects_unknown_region(drill_cluster):
+    argv = [sys.executable, "-m", "ama.cli", "drill", "kill-region", "mars", "--data-dir", str(drill_cluster.data_dir)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "unknown region 'mars'" in result.stderr
