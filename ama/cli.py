@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--gap", type=float, default=3.0, metavar="SECONDS", help="for FAULT random: audience time between a restore and the next fault (default: 3)")
     drill.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
+    room = commands.add_parser(
+        "room",
+        help="create a room, or issue a new host link, on a running 'ama up' cluster",
+        description="Create rooms and host links with the admin token of the cluster that 'ama up' runs on DIR.",
+    )
+    room_commands = room.add_subparsers(dest="room_command", metavar="ACTION", required=True)
+    create = room_commands.add_parser("create", help="create a room and print its join code and links")
+    create.add_argument("title", help="the room's title, 1 to 200 characters")
+    create.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
+    host_link = room_commands.add_parser("host-link", help="print a new host link (with a fresh 12-hour token) for a room")
+    host_link.add_argument("room", help="the room id")
+    host_link.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
+
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
     return parser
@@ -87,10 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         except UpError as exc:
             print(f"ama restart: error: {exc}", file=sys.stderr)
             return 2
-        print("restarted: " + (", ".join(reply["restarted"]) or "nothing (every process was running)"))
+        print("restarted: " + (", ".join(reply["restarted"]) or "nothing"))
+        if reply.get("still_stopped"):
+            hint = " (add --with-edges to restart edges)" if not args.with_edges else ""
+            print("still stopped: " + ", ".join(reply["still_stopped"]) + hint)
         return 0
     if args.command == "drill":
         return run_drill_command(args)
+    if args.command == "room":
+        return run_room_command(args)
     if args.command == "plan":
         if args.edges_per_region < 1:
             print("ama plan: error: --edges-per-region must be at least 1", file=sys.stderr)
@@ -98,6 +116,40 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(plans.default_plan(args.edges_per_region), indent=2))
         return 0
     return 2
+
+
+def run_room_command(args) -> int:
+    import urllib.error
+
+    from ama.supervisor import request_json
+
+    path = args.data_dir / "cluster.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"ama room: error: {path} not found; start the cluster with 'ama up --data-dir {args.data_dir}' first", file=sys.stderr)
+        return 2
+    first_region = next(iter(info["regions"].values()))
+    edge = first_region["edge_http"][0]
+    try:
+        if args.room_command == "create":
+            created = request_json("POST", info["core"] + "/v1/rooms", {"title": args.title}, info["admin_token"])
+            room, code, token = created["room"], created["code"], created["host_token"]
+            print(f"room {room}, join code {code}")
+            print(f"  audience: {edge}/?room={room}&code={code}")
+        else:
+            room = args.room
+            token = request_json("POST", f"{info['core']}/v1/rooms/{room}/host-token", {}, info["admin_token"])["token"]
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", {}).get("message", exc.reason)
+        print(f"ama room: error: {detail}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"ama room: error: the core at {info['core']} did not answer ({exc}); is 'ama up' running?", file=sys.stderr)
+        return 2
+    print(f"  host:     {edge}/?room={room}#token={token}")
+    print("The host link is valid for 12 hours; the page refreshes its token for up to 30 days after that.")
+    return 0
 
 
 def run_drill_command(args) -> int:

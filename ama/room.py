@@ -82,7 +82,7 @@ STATUS_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "approve": (("pending", "hidden", "live"), "live"),
     "hide": (("pending", "live", "answered", "hidden"), "hidden"),
     "answer": (("pending", "live", "answered"), "answered"),
-    "reopen": (("answered", "hidden", "live"), "live"),
+    "reopen": (("answered", "live"), "live"),
 }
 
 

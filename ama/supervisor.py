@@ -380,7 +380,8 @@ def handle_control(request: dict, cluster: Cluster, admin_token: str) -> dict:
         restarted += [child.name for child in stopped]
     _write_json(cluster.data_dir / "cluster.json", cluster_info(cluster, admin_token))
     log.info("restarted %s", ", ".join(restarted) or "nothing: every process was running")
-    return {"ok": True, "restarted": restarted}
+    left = [child.name for child in cluster.children if child.process.poll() is not None and (region is None or child.region == region)]
+    return {"ok": True, "restarted": restarted, "still_stopped": left}
 
 
 def request_restart(data_dir: Path, target: str, with_edges: bool, timeout_s: float = READY_TIMEOUT_S + 10) -> dict:
@@ -413,7 +414,8 @@ def print_welcome(cluster: Cluster, room: dict) -> None:
         f"  audience: {last_edge}/?room={room['room']}&code={room['code']}",
         f"  host:     {first_edge}/?room={room['room']}#token={room['host_token']}",
         "",
-        f"cluster.json: {cluster.data_dir / 'cluster.json'}    logs: {cluster.data_dir / 'logs'}",
+        f"core: {view.core_url()}    cluster.json: {cluster.data_dir / 'cluster.json'}    logs: {cluster.data_dir / 'logs'}",
+        f"More rooms: ama room create TITLE --data-dir {cluster.data_dir}",
         "Press Ctrl-C to stop.",
         "",
     ]

@@ -662,7 +662,7 @@ TRANSITIONS = [
     ("answer", "answered", "answered"),
     ("answer", "hidden", None),
     ("reopen", "answered", "live"),
-    ("reopen", "hidden", "live"),
+    ("reopen", "hidden", None),
     ("reopen", "live", "live"),
     ("reopen", "pending", None),
 ]

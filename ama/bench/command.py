@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ama.bench import procfs, report
+from ama.bench.pool import WorkerError
 from ama.bench.scenarios import Run, run_connect, run_fanout, run_idle
 from ama.bench.stats import LatencyHistogram
 from ama.bench.systems import PEERS, ServerSetupError, make_system
@@ -130,7 +131,7 @@ def run(args) -> int:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     try:
         doc, histograms = execute(args, settings, peers, progress, time_limit)
-    except (ServerSetupError, OSError, TimeoutError) as exc:
+    except (ServerSetupError, WorkerError, OSError, TimeoutError) as exc:
         print(f"ama bench: error: {exc}", file=sys.stderr)
         return 1
     doc["started_at"] = stamp
@@ -219,7 +220,8 @@ def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus
         duration_s=float(settings.get("duration", 0)), connections=int(settings.get("connections", 0)), steps=args.steps,
         concurrency=args.concurrency, client_cpus=client_cpus or [], progress=progress,
     )
-    profiler = None
+    if args.profile and name == "ama" and scenario == "fanout":
+        run.profile_path = args.out / f"profile-{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.txt"
     try:
         system.start()
         pin_system(system, server_cpus, client_cpus)
@@ -227,14 +229,9 @@ def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus
             return run_idle(system, pool, run)
         if scenario == "connect":
             return run_connect(system, pool, run)
-        if args.profile and name == "ama" and system.server_pid:
-            from ama.bench.profile import Profiler
-
-            profile_path = args.out / f"profile-{name}-{int(time.time())}.txt"
-            profiler = Profiler(system.server_pid, run.duration_s + 12, profile_path)
         figures = run_fanout(system, pool, run, cross_region=scenario == "cross-region")
-        if profiler is not None:
-            extra["profile"] = {"system": name, "pid": system.server_pid, "raw": str(profiler.output), "summary": profiler.wait(60)}
+        if "_profile" in figures:
+            extra["profile"] = figures.pop("_profile")
         return figures
     except ServerSetupError as exc:
         progress(f"{name}: {exc}")

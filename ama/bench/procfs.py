@@ -27,6 +27,20 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def runqueue_wait_seconds(pid: int) -> float:
+    """Return the time every thread of a process spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat, field 2).
+
+    A server that waits long for a CPU shares it with other processes, so its latencies include that wait.
+    """
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Set the CPU affinity of every thread of ``pid`` (like ``taskset -a -p``); new threads inherit it."""
     for task in Path(f"/proc/{pid}/task").iterdir():

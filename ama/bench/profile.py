@@ -63,7 +63,8 @@ def summarize(collapsed: str, top: int = 12) -> dict:
         frames = [short_frame(frame) for frame in stack.split(";")]
         own[frames[-1]] += samples
         for frame in set(frames):
-            inclusive[frame] += samples
+            if not is_scaffolding(frame):
+                inclusive[frame] += samples
     if total == 0:
         return {"samples": 0, "self": [], "inclusive": []}
 
@@ -71,6 +72,14 @@ def summarize(collapsed: str, top: int = 12) -> dict:
         return [{"frame": frame, "share": round(samples / total, 3)} for frame, samples in counter.most_common(top)]
 
     return {"samples": total, "self": shares(own), "inclusive": shares(inclusive)}
+
+
+SCAFFOLDING = ("runpy", "asyncio/runners.py", "asyncio/base_events.py", "asyncio/events.py", "<module>", "main (")
+
+
+def is_scaffolding(frame: str) -> bool:
+    """Tell whether a frame is on nearly every stack (the interpreter's and the event loop's entry points)."""
+    return any(part in frame for part in SCAFFOLDING)
 
 
 def short_frame(frame: str) -> str:

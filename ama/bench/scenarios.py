@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ama.bench import procfs
 from ama.bench.pool import WorkerPool, split
@@ -38,6 +39,8 @@ class Run:
     open_timeout_s: float = 120.0
     client_cpus: list[int] = field(default_factory=list)
     progress: object = print
+    # Where to write a py-spy profile of the server taken while votes are sent (fanout only); None for no profile.
+    profile_path: Path | None = None
 
 
 class Window:
@@ -47,9 +50,10 @@ class Window:
         self.server_pid = server_pid
         self.pool = pool
 
-    def _read(self) -> tuple[float, float | None, float]:
+    def _read(self) -> tuple[float, float | None, float, float | None]:
         server = procfs.cpu_seconds(self.server_pid) if self.server_pid else None
-        return time.monotonic(), server, self.pool.cpu_seconds()
+        waited = procfs.runqueue_wait_seconds(self.server_pid) if self.server_pid else None
+        return time.monotonic(), server, self.pool.cpu_seconds(), waited
 
     def start(self) -> None:
         self.began = self._read()
@@ -58,8 +62,9 @@ class Window:
         ended = self._read()
         wall = ended[0] - self.began[0]
         server = None if ended[1] is None else ended[1] - self.began[1]
+        waited = None if ended[3] is None else ended[3] - self.began[3]
         clients = ended[2] - self.began[2]
-        return {"wall_s": wall, "server_cpu_s": server, "client_cpu_s": clients}
+        return {"wall_s": wall, "server_cpu_s": server, "client_cpu_s": clients, "server_wait_s": waited}
 
 
 def client_share(window: dict, run: Run, pool: WorkerPool) -> float:
@@ -67,13 +72,15 @@ def client_share(window: dict, run: Run, pool: WorkerPool) -> float:
     return window["client_cpu_s"] / (window["wall_s"] * cpus) if window["wall_s"] > 0 else 0.0
 
 
-def open_spread(pool: WorkerPool, role: str, setup_dialect: dict, urls: list[str], tokens: list[str], total: int, run: Run, watch: bool) -> dict:
-    """Open ``total`` sockets spread over every worker; return the summed counts and connect times."""
-    counts = split(total, len(pool))
+def open_spread(pool: WorkerPool, role: str, setup_dialect: dict, urls: list[str], tokens: list[str], total: int, run: Run, watch: bool,
+                workers: list[int] | None = None) -> dict:
+    """Open ``total`` sockets spread over ``workers`` (default: all); return the summed counts and connect times."""
+    workers = workers if workers is not None else list(range(len(pool)))
+    counts = split(total, len(workers))
     calls = [
         (index, "open", {"role": role, "dialect": setup_dialect, "urls": urls, "tokens": tokens, "count": count,
-                         "concurrency": max(1, run.concurrency // len(pool)), "timeout_s": run.open_timeout_s, "watch": watch})
-        for index, count in enumerate(counts) if count
+                         "concurrency": max(1, run.concurrency // len(workers)), "timeout_s": run.open_timeout_s, "watch": watch})
+        for index, count in zip(workers, counts) if count
     ]
     replies = pool.call_many(calls, run.open_timeout_s + 30)
     histogram = LatencyHistogram()
@@ -185,6 +192,7 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
     window = Window(system.server_pid, pool)
     frames_before = frames_of(pool, "watcher")
     window.start()
+    profiler = start_profiler(system, run)
     votes = vote_count(run)
     start_at = time.monotonic() + 0.5
     run.progress(f"{system.name}: sending {votes} votes at {run.rate:g}/s")
@@ -198,6 +206,7 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
         lagging += sum(reply["lagging"] for reply in replies)
     measured = window.stop()
     frames = frames_of(pool, "watcher") - frames_before
+    profile = profiler.wait(run.drain_s + 30) if profiler else None
 
     histograms: dict[str, LatencyHistogram] = {}
     missing = 0
@@ -209,7 +218,18 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
         histograms[role] = histogram
     rss = procfs.rss_bytes(system.server_pid) if system.server_pid else None
     pool.call_all("close", 60)
-    return fanout_figures(system, run, voter, watcher_roles, sent_reply, measured, frames, histograms, missing, lagging, rss, pool)
+    figures = fanout_figures(system, run, voter, watcher_roles, sent_reply, measured, frames, histograms, missing, lagging, rss, pool)
+    if profiler is not None:
+        figures["_profile"] = {"system": system.name, "pid": system.server_pid, "raw": str(profiler.output), "summary": profile}
+    return figures
+
+
+def start_profiler(system, run: Run):
+    if run.profile_path is None or not system.server_pid:
+        return None
+    from ama.bench.profile import Profiler
+
+    return Profiler(system.server_pid, run.duration_s + 1, run.profile_path)
 
 
 def open_spread_one(pool: WorkerPool, setup, run: Run) -> dict:
@@ -220,13 +240,16 @@ def open_spread_one(pool: WorkerPool, setup, run: Run) -> dict:
 
 
 def open_watchers(pool: WorkerPool, setup, run: Run, cross_region: bool) -> dict[str, dict]:
+    """Open the watchers on every worker but the voters' one (when there are two or more), so that
+    watcher load cannot delay the vote schedule."""
+    workers = list(range(1, len(pool))) if len(pool) > 1 else [0]
     if not cross_region:
-        return {"watcher": open_spread(pool, "watcher", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.watchers, run, watch=True)}
+        return {"watcher": open_spread(pool, "watcher", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.watchers, run, True, workers)}
     results = {}
     per_region = split(run.watchers, len(setup.watcher_urls))
     for url, count in zip(setup.watcher_urls, per_region):
         role = f"watcher:{setup.regions[url]}"
-        results[role] = open_spread(pool, role, setup.dialect, [url], setup.watcher_tokens, count, run, watch=True)
+        results[role] = open_spread(pool, role, setup.dialect, [url], setup.watcher_tokens, count, run, True, workers)
     return results
 
 
@@ -249,6 +272,7 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
         "window_s": round(measured["wall_s"], 2),
         "frames_delivered": frames,
         "server_cpu_s": None if cpu is None else round(cpu, 2),
+        "server_cpu_wait_s": None if measured["server_wait_s"] is None else round(measured["server_wait_s"], 2),
         "frames_per_cpu_second": round(frames / cpu) if cpu else None,
         # Each watcher showing each vote counts once, however many frames carried them.
         "votes_shown_per_cpu_second": round(merged.count / cpu) if cpu else None,
@@ -260,7 +284,14 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
         "client_bound": share >= CLIENT_BOUND_SHARE,
     }
     if len(histograms) > 1:
-        figures["by_region"] = {role.split(":", 1)[1]: histogram.summary() for role, histogram in histograms.items()}
+        # Only the voters' edge is measured, so CPU-based figures would leave out the watchers' edges.
+        for name in ("server_cpu_s", "server_cpu_wait_s", "frames_per_cpu_second", "votes_shown_per_cpu_second"):
+            figures.pop(name)
+        for role, histogram in histograms.items():
+            summary = histogram.summary()
+            region = role.split(":", 1)[1]
+            for name in ("p50_ms", "p99_ms", "p999_ms"):
+                figures[f"{region}_{name}"] = summary[name]
     figures["_histogram"] = merged
     return figures
 

@@ -185,7 +185,9 @@ class Worker:
 
     async def op_wait_counts(self, role: str, targets: dict[str, int], timeout_s: float) -> dict:
         """Wait until every socket of the role shows each question's target count, or the timeout."""
-        group = self.roles[role]
+        group = self.roles.get(role)
+        if group is None:
+            return {"lagging": 0, "sockets": 0}
         deadline = time.monotonic() + timeout_s
 
         def behind() -> int:
@@ -207,10 +209,10 @@ class Worker:
 
     async def op_latency(self, role: str, sent: dict[str, list[float]]) -> dict:
         """Return the vote-to-screen latency histogram over every socket of the role, and the votes never shown."""
-        group = self.roles[role]
         histogram = LatencyHistogram()
         missing = 0
-        for client in group.clients:
+        group = self.roles.get(role)
+        for client in group.clients if group else ():
             seen_by_question = client.state.seen
             for question, send_times in sent.items():
                 seen = seen_by_question.get(question, ())
@@ -222,7 +224,7 @@ class Worker:
 
     async def op_close(self, role: str | None = None, timeout_s: float = 5.0) -> dict:
         """Close the role's sockets (every role when None) and wait for the transports to close."""
-        names = [role] if role else list(self.roles)
+        names = [role] if role in self.roles else [] if role else list(self.roles)
         clients = [client for name in names for client in self.roles[name].clients]
         for client in clients:
             client.close()
