@@ -25,6 +25,7 @@ MAX_NAME_LENGTH = 60
 QUESTION_LENGTH_RANGE = (10, 2000)
 
 MODERATION_ACTIONS = ("approve", "hide", "answer", "reopen", "pin", "unpin")
+_USER_ID = re.compile(r"^[a-z]_[0-9a-f]{16}$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -66,8 +67,14 @@ class Settings(msgspec.Struct, tag="settings", forbid_unknown_fields=True):
     changes: dict[str, bool | int | str]
 
 
-Intent = Ask | Vote | Moderate | Settings
-Frame = Hello | Ask | Vote | Moderate | Settings
+class Ban(msgspec.Struct, tag="ban", forbid_unknown_fields=True):
+    id: str
+    user: str = msgspec.field()
+    banned: bool = True
+
+
+Intent = Ask | Vote | Moderate | Settings | Ban
+Frame = Hello | Ask | Vote | Moderate | Settings | Ban
 
 _frame_decoder = msgspec.json.Decoder(Frame)
 
@@ -86,6 +93,8 @@ def decode_frame(data: str | bytes) -> Frame:
         raise FrameError("invalid_json", "The frame is not a valid JSON object; send one JSON object per text frame.") from exc
     if not isinstance(frame, Hello):
         check_id(frame.id, "id", _claimed_id(data))
+        if isinstance(frame, Ban) and not _USER_ID.match(frame.user):
+            raise FrameError("invalid_frame", "Field 'user' must be a user id as shown in staff question views.", frame.id)
         if isinstance(frame, (Vote, Moderate)):
             check_id(frame.question, "question", frame.id)
     return frame

@@ -13,6 +13,7 @@ document layout:
 * ``votes``: "question id/user id" -> 1, 0 or -1.
 * ``intents``: intent id -> [user id, client id, first clock]. It makes every
   intent idempotent at every replica that has seen it.
+* ``bans``: user id -> true while the user is banned from writing.
 
 Every map is flat: no replica ever creates a nested Map. When two replicas
 create the same nested Map concurrently (say a client resends its ``ask`` to
@@ -56,6 +57,7 @@ from ama.intents import (
     MAX_TITLE_LENGTH,
     QUESTION_LENGTH_RANGE,
     Ask,
+    Ban,
     FrameError,
     Intent,
     Moderate,
@@ -138,6 +140,7 @@ class Room:
         self.statuses = self.doc.get("statuses", type=Map)
         self.votes = self.doc.get("votes", type=Map)
         self.intents = self.doc.get("intents", type=Map)
+        self.bans = self.doc.get("bans", type=Map)
         # question id -> [up, down], and user id -> {question id: value}.
         self.totals: dict[str, list[int]] = {}
         self.user_votes: dict[str, dict[str, int]] = {}
@@ -228,7 +231,9 @@ class Room:
         seen = self.intents.get(intent.id)
         if seen is not None:
             return self._repeat(intent, actor, seen)
-        check = {Ask: self._check_ask, Vote: self._check_vote, Moderate: self._check_moderate, Settings: self._check_settings}
+        if self.is_banned(actor.user_id):
+            raise FrameError("banned", "A moderator has banned you from writing in this room; you can still read it.", intent.id)
+        check = {Ask: self._check_ask, Vote: self._check_vote, Moderate: self._check_moderate, Settings: self._check_settings, Ban: self._check_ban}
         write = check[type(intent)](intent, actor)
 
         first_clock = self._own_clock()
@@ -316,6 +321,20 @@ class Room:
 
         return write
 
+    def _check_ban(self, intent: Ban, actor: Actor):
+        if not actor.is_staff:
+            raise FrameError("forbidden", "Only moderators and hosts can ban users.", intent.id)
+        if intent.user == actor.user_id:
+            raise FrameError("invalid_ban", "You cannot ban yourself.", intent.id)
+
+        def write(now_ms: int) -> None:
+            self.bans[intent.user] = intent.banned
+
+        return write
+
+    def is_banned(self, user_id: str) -> bool:
+        return bool(self.bans.get(user_id, False))
+
     @staticmethod
     def _checked_setting(key: str, value: Any, intent_id: str) -> Any:
         if key == "title":
@@ -355,6 +374,13 @@ class Room:
         view["id"] = self.room_id
         return view
 
+    def staff_view(self, question_id: str) -> dict | None:
+        """Return the question view staff see: the audience view plus the author's user id, for bans."""
+        view = self.question_view(question_id)
+        if view is not None:
+            view["author_id"] = self.author_of(question_id)
+        return view
+
     def question_view(self, question_id: str) -> dict | None:
         record = self.questions.get(question_id)
         if record is None:
@@ -378,7 +404,8 @@ class Room:
 
     def visible_views(self, actor: Actor) -> list[dict]:
         """Return every question view ``actor`` may see, in the room's order."""
-        views = [self.question_view(question_id) for question_id in self.questions.keys()]
+        read = self.staff_view if actor.is_staff else self.question_view
+        views = [read(question_id) for question_id in self.questions.keys()]
         views = [view for view in views if self.is_visible(view, actor)]
         views.sort(key=order_key)
         return views

@@ -29,6 +29,8 @@ DEFAULT_TTL_S = 12 * 3600
 CLOCK_SKEW_S = 30
 # How long after expiry a token can still be exchanged for a new one.
 REFRESH_GRACE_S = 30 * 24 * 3600
+# How long a rotated-out key stays in the JWKS: a token's lifetime plus the refresh grace.
+KEY_RETENTION_S = DEFAULT_TTL_S + REFRESH_GRACE_S
 
 
 class TokenError(Exception):
@@ -49,27 +51,71 @@ class Claims:
     expires_at: int
 
 
-class Signer:
-    """Holds the core's signing key (created once in the data directory) and issues tokens."""
+@dataclass(frozen=True)
+class SigningKey:
+    key_id: str
+    key: Ed25519PrivateKey
+    created_at: int
 
-    def __init__(self, key: Ed25519PrivateKey, key_id: str):
-        self.key = key
-        self.key_id = key_id
+
+class Signer:
+    """Holds the core's signing keys (in the data directory) and issues tokens with the newest.
+
+    Rotation adds a key; older keys stay in the JWKS for ``KEY_RETENTION_S``,
+    so tokens they signed verify until they expire and can still be
+    refreshed. Edges fetch the JWKS again when they meet an unknown key id.
+    """
+
+    def __init__(self, keys: list[SigningKey], path: Path | None = None):
+        self.keys = sorted(keys, key=lambda entry: entry.created_at)
+        self.path = path
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        return self.keys[-1].key
+
+    @property
+    def key_id(self) -> str:
+        return self.keys[-1].key_id
 
     @classmethod
     def load_or_create(cls, path: Path) -> "Signer":
-        if path.exists():
-            stored = json.loads(path.read_text())
-            key = serialization.load_pem_private_key(stored["pem"].encode(), password=None)
-            return cls(key, stored["kid"])
-        key = Ed25519PrivateKey.generate()
-        key_id = secrets.token_hex(8)
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if not path.exists():
+            signer = cls([_new_key()], path)
+            signer._save(create=True)
+            return signer
+        stored = json.loads(path.read_text())
+        entries = stored["keys"] if "keys" in stored else [{**stored, "created_at": 0}]
+        keys = [
+            SigningKey(entry["kid"], serialization.load_pem_private_key(entry["pem"].encode(), password=None), int(entry["created_at"]))
+            for entry in entries
+        ]
+        return cls(keys, path)
+
+    def rotate(self, now: float | None = None) -> str:
+        """Add a new signing key, drop keys older than the retention, save, and return the new key id."""
+        now = time.time() if now is None else now
+        fresh = _new_key(now)
+        self.keys = [entry for entry in self.keys if now - entry.created_at < KEY_RETENTION_S] + [fresh]
+        self._save()
+        return fresh.key_id
+
+    def _save(self, create: bool = False) -> None:
+        entries = [
+            {
+                "kid": entry.key_id,
+                "created_at": entry.created_at,
+                "pem": entry.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
+            }
+            for entry in self.keys
+        ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        descriptor = os.open(temporary, flags, 0o600)
         with os.fdopen(descriptor, "w") as file:
-            json.dump({"kid": key_id, "pem": pem.decode()}, file)
-        return cls(key, key_id)
+            json.dump({"keys": entries}, file)
+        os.replace(temporary, self.path)
 
     def issue(self, user: str, room: str, role: str, name: str, now: float | None = None, ttl_s: int = DEFAULT_TTL_S) -> str:
         if role not in ROLES:
@@ -79,9 +125,16 @@ class Signer:
         return jwt.encode(claims, self.key, algorithm=ALGORITHM, headers={"kid": self.key_id})
 
     def jwks(self) -> dict:
-        jwk = json.loads(OKPAlgorithm.to_jwk(self.key.public_key()))
-        jwk.update({"kid": self.key_id, "use": "sig", "alg": ALGORITHM})
-        return {"keys": [jwk]}
+        keys = []
+        for entry in self.keys:
+            jwk = json.loads(OKPAlgorithm.to_jwk(entry.key.public_key()))
+            jwk.update({"kid": entry.key_id, "use": "sig", "alg": ALGORITHM})
+            keys.append(jwk)
+        return {"keys": keys}
+
+
+def _new_key(now: float | None = None) -> SigningKey:
+    return SigningKey(secrets.token_hex(8), Ed25519PrivateKey.generate(), int(time.time() if now is None else now))
 
 
 class Verifier:

@@ -7,7 +7,8 @@ import json
 import logging
 import secrets
 import sqlite3
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,10 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from ama.addresses import parse_address
 from ama.intents import MAX_NAME_LENGTH, MAX_TITLE_LENGTH, FrameError, normalize_text
+from ama.ratelimit import TokenBucket
 from ama.replication import Replica
 from ama.routing import Routing
-from ama.room import Room
+from ama.room import Room, digest
 from ama.tokens import REFRESH_GRACE_S, Signer, TokenError, Verifier
 from core.service import CoreReplicas, now_ms
 from core.store import NewUpdate, RoomRecord
@@ -33,18 +36,23 @@ CODE_LENGTH = 8
 ROOM_ID_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 ROOM_ID_LENGTH = 12
 MAX_BODY_BYTES = 16 * 1024
+# Joins per minute per client address, and the burst above that rate.
+JOIN_RATE_PER_MIN = 20
+JOIN_BURST = 20
+MAX_TRACKED_ADDRESSES = 100_000
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def new_code() -> str:
@@ -63,6 +71,7 @@ class CoreState:
     admin_token: str
     replicas: CoreReplicas
     routing: Routing
+    join_buckets: dict = field(default_factory=dict)
 
     @property
     def store(self):
@@ -102,18 +111,21 @@ def build_app(state: CoreState) -> Starlette:
     async def join(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
         body = await _json_body(request)
+        _limit_joins(request, state)
         code = body.get("code")
         if not isinstance(code, str) or not code.strip():
             raise ApiError(400, "missing_code", "Field 'code' is missing; enter the room's join code.")
-        if not hmac.compare_digest(normalize_code(code).encode(), record.code.encode()):
-            raise ApiError(403, "wrong_code", "The join code does not match this room; check the code and try again.")
+        role = _role_of_code(normalize_code(code), record)
         name = _text_field(body, "name", MAX_NAME_LENGTH)
-        user = _returning_user(body, state, record.room) or "u_" + secrets.token_hex(8)
-        token = state.signer.issue(user, record.room, "audience", name)
+        returning = _returning_user(body, state, record.room)
+        if returning is not None and (await state.replicas.get(record.room)).room.is_banned(returning):
+            raise ApiError(403, "banned", "A moderator has banned you from this room.")
+        user = returning or "u_" + secrets.token_hex(8)
+        token = state.signer.issue(user, record.room, role, name)
         located = state.routing.locate_request(request)
-        log.info("room=%s joined by user=%s client_ip=%s reason=%s", record.room, user, located["client_ip"], located["reason"])
+        log.info("room=%s joined by user=%s role=%s client_ip=%s reason=%s", record.room, user, role, located["client_ip"], located["reason"])
         routing = {key: located[key] for key in ("client_ip", "location", "reason", "regions")}
-        return JSONResponse({"token": token, "edges": located["edges"], "room": record.room, "user": user, "title": await _title(state, record), "routing": routing})
+        return JSONResponse({"token": token, "edges": located["edges"], "room": record.room, "user": user, "title": await _title(state, record), "role": role, "routing": routing})
 
     async def refresh(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
@@ -141,6 +153,28 @@ def build_app(state: CoreState) -> Starlette:
         body["exported_at"] = now_ms()
         return JSONResponse(body)
 
+    async def room_digest(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        replica = await state.replicas.get(record.room)
+        return JSONResponse(digest(replica.room))
+
+    async def moderator_code(request: Request) -> JSONResponse:
+        record = await _room_or_404(request, state)
+        _authorize_host(request, state, record.room)
+        code = new_code()
+        await state.store.set_moderator_code(record.room, normalize_code(code))
+        log.info("room=%s moderator code replaced", record.room)
+        return JSONResponse({"room": record.room, "code": code}, status_code=201)
+
+    async def rotate_key(request: Request) -> JSONResponse:
+        token = _bearer(request)
+        if token is None or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
+            raise ApiError(401 if token is None else 403, "forbidden", "Only the admin token can rotate the signing key.")
+        key_id = state.signer.rotate()
+        state.verifier.load(state.signer.jwks())
+        log.info("signing key rotated kid=%s keys=%d", key_id, len(state.signer.keys))
+        return JSONResponse({"kid": key_id, "keys": [key["kid"] for key in state.signer.jwks()["keys"]]})
+
     async def host_token(request: Request) -> JSONResponse:
         record = await _room_or_404(request, state)
         token = _bearer(request)
@@ -151,7 +185,7 @@ def build_app(state: CoreState) -> Starlette:
         return JSONResponse({"token": state.signer.issue(record.host_user, record.room, "host", "Host"), "room": record.room})
 
     async def handle_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message)
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     routes = [
         Route("/healthz", healthz),
@@ -162,7 +196,10 @@ def build_app(state: CoreState) -> Starlette:
         Route("/v1/rooms/{room}/join", join, methods=["POST"]),
         Route("/v1/rooms/{room}/refresh", refresh, methods=["POST"]),
         Route("/v1/rooms/{room}/export", export),
+        Route("/v1/rooms/{room}/digest", room_digest),
         Route("/v1/rooms/{room}/host-token", host_token, methods=["POST"]),
+        Route("/v1/rooms/{room}/moderator-code", moderator_code, methods=["POST"]),
+        Route("/v1/admin/rotate-key", rotate_key, methods=["POST"]),
     ]
     # Browsers load the UI from an edge's origin and call the core from it;
     # requests carry tokens in headers, never cookies, so any origin may call.
@@ -174,6 +211,31 @@ async def _title(state: CoreState, record: RoomRecord) -> str:
     """Return the room's current title: the host may have changed it since the room was created."""
     replica = await state.replicas.get(record.room)
     return replica.room.room_view()["title"] or record.title
+
+
+def _role_of_code(code: str, record: RoomRecord) -> str:
+    """Return the role a join code grants: audience for the room's code, moderator for its moderator code."""
+    if hmac.compare_digest(code.encode(), record.code.encode()):
+        return "audience"
+    if record.moderator_code and hmac.compare_digest(code.encode(), record.moderator_code.encode()):
+        return "moderator"
+    raise ApiError(403, "wrong_code", "The join code does not match this room; check the code and try again.")
+
+
+def _limit_joins(request: Request, state: CoreState) -> None:
+    """Allow each client address ``JOIN_RATE_PER_MIN`` joins a minute (loopback is not limited)."""
+    address = state.routing.client_ip(request.client.host if request.client else None, request.headers.getlist("x-forwarded-for")) or "unknown"
+    parsed = parse_address(address)
+    if parsed is not None and parsed.is_loopback:
+        return
+    bucket = state.join_buckets.get(address)
+    if bucket is None:
+        if len(state.join_buckets) > MAX_TRACKED_ADDRESSES:
+            state.join_buckets.clear()
+        bucket = state.join_buckets[address] = TokenBucket(JOIN_RATE_PER_MIN / 60, JOIN_BURST)
+    if not bucket.take(time.monotonic()):
+        wait = max(1, int(bucket.seconds_until_token() + 0.999))
+        raise ApiError(429, "too_many_joins", f"Too many joins from your address; wait {wait} s and try again.", {"Retry-After": str(wait)})
 
 
 def _returning_user(body: dict, state: CoreState, room: str) -> str | None:
@@ -215,7 +277,7 @@ def _authorize_host(request: Request, state: CoreState, room: str) -> None:
         return
     claims = _verify(token, state)
     if claims.role != "host" or claims.room != room:
-        raise ApiError(403, "forbidden", "Only this room's host can export it.")
+        raise ApiError(403, "forbidden", "Only this room's host (or the admin token) may do this.")
 
 
 def _verify(token: str, state: CoreState):

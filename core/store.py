@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS rooms (
     title TEXT NOT NULL,
     code TEXT NOT NULL UNIQUE,
     host_user TEXT NOT NULL,
-    created_at INTEGER NOT NULL
+    created_at INTEGER NOT NULL,
+    moderator_code TEXT
 );
 CREATE TABLE IF NOT EXISTS updates (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,6 +55,7 @@ class RoomRecord:
     code: str
     host_user: str
     created_at: int
+    moderator_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,10 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(rooms)")}
+        if "moderator_code" not in columns:
+            # Data dirs created before moderator invites existed lack the column.
+            self._db.execute("ALTER TABLE rooms ADD COLUMN moderator_code TEXT")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -124,8 +130,11 @@ class SQLiteStore:
             self._insert_update(db, genesis, now_ms)
 
     async def room(self, room: str) -> RoomRecord | None:
-        row = await self._run(self._query_one, "SELECT room, title, code, host_user, created_at FROM rooms WHERE room = ?", (room,))
+        row = await self._run(self._query_one, "SELECT room, title, code, host_user, created_at, moderator_code FROM rooms WHERE room = ?", (room,))
         return None if row is None else RoomRecord(*row)
+
+    async def set_moderator_code(self, room: str, code: str) -> None:
+        await self._run(self._execute, "UPDATE rooms SET moderator_code = ? WHERE room = ?", (code, room))
 
     async def room_ids(self) -> list[str]:
         rows = await self._run(self._query_all, "SELECT room FROM rooms ORDER BY created_at", ())

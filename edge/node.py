@@ -21,7 +21,7 @@ log = logging.getLogger("ama.edge")
 
 ROOM_IDLE_S = 60.0
 ROOM_OPEN_TIMEOUT_S = 5.0
-JWKS_REFRESH_MIN_S = 10.0
+JWKS_REFRESH_MIN_S = 1.0
 RETURN_HOME_CHECK_S = 1.0
 RETURN_HOME_AFTER_S = 10.0
 
@@ -35,6 +35,10 @@ class EdgeNode:
         self.config = edge
         self.home_regions: list[str] = edge["home_regions"]
         self.routing = Routing(view, self.home_regions, geoip, trusted_proxies or [])
+        # Browsers may open sockets from any edge's page (a page fails over
+        # to other edges), plus the origins the plan adds.
+        self.allowed_origins = {origin for region in view.plan["regions"] for other in region["edges"] for origin in edge_origins(view, other)}
+        self.allowed_origins.update(edge.get("allowed_origins", []))
         self.nc = None
         self.js = None
         self.rooms: dict[str, EdgeRoom] = {}
@@ -162,6 +166,13 @@ class EdgeNode:
                 if idle and room.outbox.empty() and not room.commits:
                     del self.rooms[room_id]
                     await room.close()
+
+
+def edge_origins(view: plans.View, edge: dict) -> list[str]:
+    """Return the origins an edge's page has; on loopback, every name of this machine."""
+    if view.host in ("127.0.0.1", "localhost", "::1"):
+        return [f"http://{host}:{edge['http_port']}" for host in ("127.0.0.1", "localhost", "[::1]")]
+    return [view.edge_http_url(edge)]
 
 
 def _fetch_json(url: str) -> dict:

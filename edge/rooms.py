@@ -58,6 +58,8 @@ class Client:
     websocket: object
     audience_class: str = AUDIENCE
     stale_since: float | None = None
+    bucket: object = None
+    rejected_in_a_row: int = 0
 
     def write(self, data: bytes, force: bool = False) -> bool:
         """Queue one text frame without waiting; return False when the socket is too far behind.

@@ -21,6 +21,11 @@ Connection lifecycle: AWAITING_HELLO -> JOINED -> CLOSED. Close codes
   websockets library before the frame is read).
 * 1011 internal error: the room could not be opened.
 * 4001: the client fell too far behind; reconnect to resume.
+* 4029: the client kept sending intents over its rate limit; do not
+  reconnect automatically.
+
+Before the upgrade, the edge answers HTTP 403 to a browser whose ``Origin``
+is not allowed, and HTTP 429 to a client address over its socket cap.
 
 An edge that is shutting down answers new upgrade requests with HTTP 503.
 """
@@ -40,6 +45,7 @@ from websockets.exceptions import ConnectionClosed
 from ama.intents import MAX_FRAME_BYTES, FrameError, Hello, decode_frame
 from ama.room import Actor
 from ama.tokens import TokenError
+from edge.limits import MAX_REJECTED_IN_A_ROW, MAX_SOCKETS_PER_ADDRESS, AddressCounter, IntentLimiter
 from edge.node import EdgeNode
 from edge.rooms import Client
 from edge.views import encode
@@ -58,6 +64,7 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_ERROR = 1011
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
+CLOSE_RATE_LIMITED = 4029
 
 _conn_ids = itertools.count(1)
 
@@ -109,27 +116,51 @@ class Endpoint:
         self.node = node
         self.connections: set[ServerConnection] = set()
         self.admission = admission or Admission()
+        self.limiter = IntentLimiter()
+        self.addresses = AddressCounter(node.config.get("max_sockets_per_address", MAX_SOCKETS_PER_ADDRESS))
 
     def process_request(self, connection: ServerConnection, request):
         if request.path.split("?", 1)[0] != "/v1/ws":
             return connection.respond(HTTPStatus.NOT_FOUND, "Not found: the WebSocket endpoint is /v1/ws.\n")
         if not self.node.accepting:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "This edge is shutting down; connect to the next edge.\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.node.allowed_origins:
+            log.warning("refused an upgrade from origin=%s", origin[:200])
+            return connection.respond(HTTPStatus.FORBIDDEN, "This origin may not open sockets here; open the page from an AMA Mesh edge.\n")
+        address = self.client_address(connection, request)
+        if not self.addresses.acquire(address):
+            log.warning("refused an upgrade from client_ip=%s: over %d open sockets", address, self.addresses.limit)
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many open connections from your address; close some and retry.\n")
+        connection.client_ip = address
         return None
+
+    def client_address(self, connection: ServerConnection, request) -> str:
+        peer = connection.remote_address[0] if connection.remote_address else None
+        return self.node.routing.client_ip(peer, request.headers.get_all("X-Forwarded-For")) or "unknown"
 
     async def handle(self, websocket: ServerConnection) -> None:
         conn_id = f"{self.node.name}-{next(_conn_ids)}"
-        if not self.admission.admit(time.monotonic(), len(self.connections)):
-            log.warning("conn=%s refused with 1013: connections=%d over the cap or admission rate", conn_id, len(self.connections))
-            await websocket.close(CLOSE_TRY_LATER, "edge overloaded: back off and reconnect")
-            return
-        self.connections.add(websocket)
+        address = getattr(websocket, "client_ip", "unknown")
         try:
+            if not self.admission.admit(time.monotonic(), len(self.connections)):
+                log.warning("conn=%s refused with 1013: connections=%d over the cap or admission rate", conn_id, len(self.connections))
+                await websocket.close(CLOSE_TRY_LATER, "edge overloaded: back off and reconnect")
+                return
+            self.connections.add(websocket)
             await self._serve(websocket, conn_id)
         except ConnectionClosed:
             pass
+        except BaseException as exc:
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            # pycrdt reports a Rust panic as a BaseException that is not an
+            # Exception; one socket's failure must never end the edge.
+            log.error("conn=%s client_ip=%s failed: %r", conn_id, address, exc)
+            await websocket.close(CLOSE_ERROR, "internal error")
         finally:
             self.connections.discard(websocket)
+            self.addresses.release(address)
 
     async def _serve(self, websocket: ServerConnection, conn_id: str) -> None:
         hello = await self._await_hello(websocket)
@@ -150,12 +181,16 @@ class Endpoint:
 
         actor = Actor(claims.user, claims.role, claims.name)
         client = Client(conn_id, actor, websocket)
+        client.bucket = self.limiter.for_connection()
         client.write(encode({"type": "welcome", "room": claims.room, "user": claims.user, "role": claims.role, "edge": self.node.name, "region": self.node.current_region()}))
         room.attach(client, hello.last_seq)
         log.debug("conn=%s room=%s user=%s joined", conn_id, claims.room, claims.user)
         try:
             async for data in websocket:
-                self._on_frame(client, room, data, claims.expires_at)
+                if not self._on_frame(client, room, data, claims.expires_at):
+                    log.warning("conn=%s room=%s user=%s closed with 4029: kept sending over its rate", conn_id, claims.room, claims.user)
+                    await websocket.close(CLOSE_RATE_LIMITED, "too many intents: slow down")
+                    break
         finally:
             room.detach(client)
 
@@ -180,19 +215,29 @@ class Endpoint:
             return None
         return frame
 
-    def _on_frame(self, client: Client, room, data, expires_at: int) -> None:
+    def _on_frame(self, client: Client, room, data, expires_at: int) -> bool:
+        """Handle one frame of a joined socket; return False when the socket must be closed for its rate."""
+        now = time.monotonic()
+        if not self.limiter.allow(client.bucket, client.actor.user_id, now):
+            client.rejected_in_a_row += 1
+            if client.rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                return False
+            client.write(error_frame("rate_limited", "You are sending too fast; wait a second, then resend."), force=True)
+            return True
+        client.rejected_in_a_row = 0
         if isinstance(data, bytes):
             client.write(error_frame("binary_frame", "Binary frames are not supported; send JSON text frames."), force=True)
-            return
+            return True
         try:
             frame = decode_frame(data)
             if isinstance(frame, Hello):
                 raise FrameError("already_joined", "This socket has joined already; open a new socket to change rooms.")
             if time.time() >= expires_at:
-                raise FrameError("token_expired", "Your token has expired; join the room again and resend.", frame.id)
+                raise FrameError("token_expired", "Your token has expired; refresh it or join the room again, then resend.", frame.id)
             room.submit(client, frame)
         except FrameError as exc:
             client.write(error_frame(exc.code, exc.message, exc.intent_id), force=True)
+        return True
 
     async def shutdown(self) -> None:
         """Refuse new sockets and close open ones with 1012, bounded by the close timeout."""

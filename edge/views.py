@@ -56,6 +56,10 @@ class ClassView:
         self.history: deque[tuple[int, bytes]] = deque(maxlen=HISTORY)
         self.primed = False
 
+    def view_of(self, room: Room, question_id: str) -> dict | None:
+        """Return a question's view for this class: staff also see the author's user id."""
+        return room.staff_view(question_id) if self.audience_class == STAFF else room.question_view(question_id)
+
     def shows(self, view: dict) -> bool:
         return self.audience_class == STAFF or view["status"] in AUDIENCE_STATUSES
 
@@ -63,7 +67,7 @@ class ClassView:
         """Take the room's whole current state as sent, starting a new patch sequence."""
         self.views = {}
         for question_id in room.questions.keys():
-            view = room.question_view(question_id)
+            view = self.view_of(room, question_id)
             if self.shows(view):
                 self.views[question_id] = view
         self.room = self.room_view(room)
@@ -75,7 +79,7 @@ class ClassView:
         """Diff the changed questions against what was sent; return the encoded patch, or None."""
         changed, removed = [], []
         for question_id in sorted(changes.questions):
-            view = room.question_view(question_id)
+            view = self.view_of(room, question_id)
             if view is not None and self.shows(view):
                 if self.views.get(question_id) != view:
                     self.views[question_id] = view

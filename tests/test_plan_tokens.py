@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from ama.plan import PLAN_VERSION, PlanError, View, default_plan, great_circle_km, home_order, load, validate
-from ama.tokens import ALGORITHM, CLOCK_SKEW_S, ISSUER, REFRESH_GRACE_S, Claims, Signer, TokenError, Verifier
+from ama.tokens import KEY_RETENTION_S, ALGORITHM, CLOCK_SKEW_S, ISSUER, REFRESH_GRACE_S, Claims, Signer, TokenError, Verifier
 
 # -- plan ------------------------------------------------------------------------
 
@@ -304,8 +304,42 @@ def test_load_or_create_writes_key_file(tmp_path):
     signer = Signer.load_or_create(path)
 
     stored = json.loads(path.read_text())
-    assert stored["kid"] == signer.key_id
-    assert stored["pem"].startswith("-----BEGIN PRIVATE KEY-----")
+    assert stored["keys"][0]["kid"] == signer.key_id
+    assert stored["keys"][0]["pem"].startswith("-----BEGIN PRIVATE KEY-----")
+
+
+def test_rotation_keeps_old_key_verifiable(tmp_path):
+    signer = Signer.load_or_create(tmp_path / "signing.json")
+    old_token = signer.issue("u_0123456789abcdef", "room1", "audience", "Ann")
+
+    new_key_id = signer.rotate()
+    new_token = signer.issue("u_0123456789abcdef", "room1", "audience", "Ann")
+    verifier = Verifier(signer.jwks())
+
+    assert signer.key_id == new_key_id
+    assert verifier.verify(old_token).user == "u_0123456789abcdef"
+    assert verifier.verify(new_token).user == "u_0123456789abcdef"
+    assert len(signer.jwks()["keys"]) == 2
+
+
+def test_rotation_survives_reload(tmp_path):
+    path = tmp_path / "signing.json"
+    signer = Signer.load_or_create(path)
+    new_key_id = signer.rotate()
+
+    reloaded = Signer.load_or_create(path)
+
+    assert reloaded.key_id == new_key_id
+    assert [key["kid"] for key in reloaded.jwks()["keys"]] == [key["kid"] for key in signer.jwks()["keys"]]
+
+
+def test_rotation_drops_keys_past_retention(tmp_path):
+    signer = Signer.load_or_create(tmp_path / "signing.json")
+    first = signer.key_id
+
+    signer.rotate(now=time.time() + KEY_RETENTION_S + 1)
+
+    assert first not in {key["kid"] for key in signer.jwks()["keys"]}
 
 
 def test_load_or_create_key_file_private(tmp_path):

@@ -193,7 +193,7 @@ def test_patch_staff_gets_pending_question():
 
     patch = decoded(view.patch(room, room.take_changes()))
 
-    assert patch["questions"] == [room.question_view(question_id)]
+    assert patch["questions"] == [room.staff_view(question_id)]
     assert patch["questions"][0]["status"] == "pending"
 
 
@@ -232,7 +232,7 @@ def test_patch_staff_keeps_hidden_question():
     patch = decoded(view.patch(room, room.take_changes()))
 
     assert patch["removed"] == []
-    assert patch["questions"] == [room.question_view(question_id)]
+    assert patch["questions"] == [room.staff_view(question_id)]
     assert patch["questions"][0]["status"] == "hidden"
 
 
@@ -355,7 +355,7 @@ def test_patch_audience_renames_reopened_pin():
     view = primed(room, AUDIENCE)
     assert view.room["pinned"] is None
     room.take_changes()
-    moderate(room, question_id, "reopen")
+    moderate(room, question_id, "approve")
 
     patch = decoded(view.patch(room, room.take_changes()))
 

@@ -12,6 +12,7 @@ import math
 import shlex
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -75,6 +76,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     bench.add_argument("--cluster", type=Path, help="cluster.json of a running AMA cluster to measure instead of starting 'ama up'")
     bench.add_argument("--no-pin", action="store_true", help="do not pin the server and the clients to separate CPUs")
     bench.add_argument("--profile", action="store_true", help="sample AMA's edge with py-spy during fanout and summarize where its time went")
+    bench.add_argument("--max-server-rss-mb", type=float, default=4096, help="stop a server started by the bench when its RSS passes this many MiB (default: 4096)")
+    bench.add_argument("--drain", type=float, help="seconds to wait after the last vote for every watcher to show it (default: 8 with --quick, else 15)")
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for the JSON and PNG of each run (default: ./bench-results)")
     bench.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the JSON document to PATH, or to standard output without PATH")
     bench.add_argument("--time-limit", type=float, help="seconds the whole run may take (default: 120 with --quick, else 1800)")
@@ -177,7 +180,7 @@ def execute(args, settings: dict, peers: list[str], progress, time_limit: float)
     server_cpus, client_cpus, where = placement(args, scenario)
     config = {**settings, "rounds": args.rounds, "workers": args.workers, "placement": where, "quick": args.quick,
               "concurrency": args.concurrency, "rate_per_s": settings.get("rate", 0)}
-    extra = {"load_average_at_start": load_average()}
+    extra = {"load_average_at_start": load_average(), "source": source_state()}
     systems = ["ama", *peers]
     if scenario in ("ingest", "crdt"):
         results = {"ama": run_in_process(scenario, settings, args.rounds, progress)}
@@ -218,7 +221,8 @@ def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus
     run = Run(
         watchers=int(settings.get("watchers", 0)), voters=int(settings.get("voters", 0)), rate=float(settings.get("rate", 0)),
         duration_s=float(settings.get("duration", 0)), connections=int(settings.get("connections", 0)), steps=args.steps,
-        concurrency=args.concurrency, client_cpus=client_cpus or [], progress=progress,
+        concurrency=args.concurrency, client_cpus=client_cpus or [], progress=progress, max_server_rss_mb=args.max_server_rss_mb,
+        drain_s=args.drain or (8.0 if args.quick else 15.0),
     )
     if args.profile and name == "ama" and scenario == "fanout":
         run.profile_path = args.out / f"profile-{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.txt"
@@ -277,6 +281,19 @@ def combine(values: list[dict]) -> dict:
             combined[key] = statistics.median(numbers)
     combined["rounds"] = len(usable)
     return combined
+
+
+def source_state() -> dict:
+    """Return the checkout's commit and whether the server code differs from it (read-only git calls)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--", "ama", "edge", "core", "region"], cwd=root,
+                                 capture_output=True, text=True, timeout=10).stdout.split("\n")
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    changed = [line[3:] for line in changed if line.strip() and not line[3:].startswith("ama/bench/")]
+    return {"commit": commit or None, "uncommitted_server_files": changed}
 
 
 def load_average() -> list[float]:

@@ -9,6 +9,7 @@ deadline (see ``worker.py``).
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +40,49 @@ class Run:
     open_timeout_s: float = 120.0
     client_cpus: list[int] = field(default_factory=list)
     progress: object = print
+    max_server_rss_mb: float = 4096.0
     # Where to write a py-spy profile of the server taken while votes are sent (fanout only); None for no profile.
     profile_path: Path | None = None
+
+
+class RssGuard:
+    """Stop a server we started when its RSS passes a limit, so that an overloaded server cannot take the machine's memory.
+
+    A server that cannot keep up queues every frame it owes its clients;
+    with thousands of watchers that grows by gigabytes within seconds.
+    """
+
+    def __init__(self, pid: int | None, limit_mb: float, may_stop: bool, period_s: float = 0.25):
+        self.pid = pid
+        self.limit = limit_mb * 2**20
+        self.may_stop = may_stop and pid is not None
+        self.period_s = period_s
+        self.peak = 0
+        self.tripped = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="rss-guard", daemon=True)
+
+    def __enter__(self) -> "RssGuard":
+        if self.pid:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.period_s):
+            try:
+                rss = procfs.rss_bytes(self.pid)
+            except OSError:
+                return
+            self.peak = max(self.peak, rss)
+            if rss > self.limit and self.may_stop:
+                self.tripped = True
+                procfs.stop_pid(self.pid, timeout_s=2)
+                return
 
 
 class Window:
@@ -85,14 +127,18 @@ def open_spread(pool: WorkerPool, role: str, setup_dialect: dict, urls: list[str
     replies = pool.call_many(calls, run.open_timeout_s + 30)
     histogram = LatencyHistogram()
     errors: dict[str, int] = {}
+    retries: dict[str, int] = {}
     for reply in replies:
         histogram.merge(LatencyHistogram.from_dict(reply["connect_ms"]))
         for message, count in reply["errors"].items():
             errors[message] = errors.get(message, 0) + count
+        for reason, count in reply["retries"].items():
+            retries[reason] = retries.get(reason, 0) + count
     return {
         "opened": sum(reply["opened"] for reply in replies),
         "failed": sum(reply["failed"] for reply in replies),
         "errors": errors,
+        "retries": retries,
         "elapsed_s": max((reply["elapsed_s"] for reply in replies), default=0.0),
         "connect_ms": histogram,
     }
@@ -104,6 +150,14 @@ def prime_room(pool: WorkerPool, setup, run: Run) -> None:
                       tokens=setup.watcher_tokens[:1], count=1, concurrency=1, timeout_s=run.open_timeout_s)
     if reply["opened"] != 1:
         raise ServerSetupError(f"the first socket could not join the room: {reply['errors']}")
+
+
+def merge_errors(results: list[dict]) -> dict[str, int]:
+    errors: dict[str, int] = {}
+    for result in results:
+        for message, count in result.get("errors", {}).items():
+            errors[message] = errors.get(message, 0) + count
+    return errors
 
 
 def frames_of(pool: WorkerPool, role_prefix: str) -> int:
@@ -196,15 +250,21 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
     votes = vote_count(run)
     start_at = time.monotonic() + 0.5
     run.progress(f"{system.name}: sending {votes} votes at {run.rate:g}/s")
-    sent_reply = pool.call(0, "vote", run.duration_s + 60, role="voter", questions=setup.questions, rate=run.rate, count=votes,
-                           start_at=start_at, timeout_s=run.duration_s + 30)
-    sent = {question: times for question, times in sent_reply["sent"].items() if times}
-    targets = {question: len(times) for question, times in sent.items()}
-    lagging = 0
-    for role in watcher_roles:
-        replies = pool.call_all("wait_counts", run.drain_s + 30, role=role, targets=targets, timeout_s=run.drain_s)
-        lagging += sum(reply["lagging"] for reply in replies)
-    measured = window.stop()
+    with RssGuard(system.server_pid, run.max_server_rss_mb, system.started_here) as guard:
+        sent_reply = pool.call(0, "vote", run.duration_s + 60, role="voter", questions=setup.questions, rate=run.rate, count=votes,
+                               start_at=start_at, timeout_s=run.duration_s + 30)
+        sent = {question: times for question, times in sent_reply["sent"].items() if times}
+        targets = {question: len(times) for question, times in sent.items()}
+        lagging = 0
+        for role in watcher_roles:
+            replies = pool.call_all("wait_counts", run.drain_s + 30, role=role, targets=targets, timeout_s=run.drain_s)
+            lagging += sum(reply["lagging"] for reply in replies)
+        measured = None if guard.tripped else window.stop()
+    if guard.tripped or measured is None:
+        run.progress(f"{system.name}: stopped the server: its RSS passed {run.max_server_rss_mb:g} MiB")
+        pool.call_all("close", 60)
+        return {"error": f"server stopped after its RSS passed {run.max_server_rss_mb:g} MiB (--max-server-rss-mb): it could not keep up",
+                "votes_sent": sum(len(times) for times in sent_reply["sent"].values()), "server_rss_peak_mb": round(guard.peak / 2**20)}
     frames = frames_of(pool, "watcher") - frames_before
     profile = profiler.wait(run.drain_s + 30) if profiler else None
 
@@ -265,6 +325,7 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
     figures = {
         "watchers": opened,
         "watchers_failed": sum(result["failed"] for result in watcher_roles.values()),
+        "join_errors": merge_errors([voter, *watcher_roles.values()]),
         "voters": voter["opened"],
         "votes_sent": votes_sent,
         "votes_late": sent_reply["late"],
@@ -316,6 +377,8 @@ def run_connect(system, pool: WorkerPool, run: Run) -> dict:
         "accepted": result["opened"],
         "failed": result["failed"],
         "errors": result["errors"],
+        "retried": sum(result["retries"].values()),
+        "retry_reasons": result["retries"],
         "concurrency": run.concurrency,
         "elapsed_s": round(elapsed, 2),
         "accepted_per_second": round(result["opened"] / elapsed, 1) if elapsed else None,

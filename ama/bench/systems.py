@@ -184,6 +184,10 @@ class AmaSystem:
         self.cluster = AmaCluster(cluster_file, log_dir)
         self.region: str | None = None
 
+    @property
+    def started_here(self) -> bool:
+        return self.cluster.started_here
+
     def start(self) -> None:
         self.cluster.start()
         self.region = self.cluster.regions()[0]
@@ -306,6 +310,8 @@ class PeerSystem:
         self.process.wait(timeout=5)
         self.process.stdout.close()
         self.process = None
+
+    started_here = True
 
     @property
     def server_pid(self) -> int | None:

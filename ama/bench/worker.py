@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 import traceback
@@ -19,7 +20,24 @@ from collections import Counter
 
 from ama.bench.dialects import ClientState, make_dialect
 from ama.bench.stats import LatencyHistogram
-from ama.bench.wsclient import WsClient, open_client
+from ama.bench.wsclient import ClosedBeforeReady, HandshakeError, WsClient
+
+
+# A socket the server asks to try later (close 1013, HTTP 429 or 503) is retried this often, with exponential backoff.
+MAX_ATTEMPTS = 12
+BACKOFF_FIRST_S = 0.1
+BACKOFF_MAX_S = 2.0
+RETRY_CLOSE_CODES = {1013: "close 1013 try again later"}
+RETRY_HTTP_STATUSES = {429: "HTTP 429 too many requests", 503: "HTTP 503 unavailable"}
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Return why a failed open may be retried, or None when it may not."""
+    if isinstance(exc, ClosedBeforeReady):
+        return RETRY_CLOSE_CODES.get(exc.code)
+    if isinstance(exc, HandshakeError):
+        return RETRY_HTTP_STATUSES.get(exc.status)
+    return None
 
 
 class Role:
@@ -50,7 +68,7 @@ class Role:
         self.closed += 1
         waiter = self.waiters.pop(client, None)
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionError(f"closed before ready, close code {client.close_code}"))
+            waiter.set_exception(ClosedBeforeReady(client.close_code))
 
 
 class Worker:
@@ -96,20 +114,30 @@ class Worker:
         connect_ms = LatencyHistogram()
         first = len(group.clients)
 
+        retries = Counter()
+
         async def open_one(index: int) -> None:
-            async with gate:
-                began = time.monotonic()
-                remaining = deadline - began
-                if remaining <= 0:
-                    errors["timed out before starting"] += 1
-                    return
-                try:
-                    client = await self._open_ready(group, urls[index % len(urls)], tokens[index % len(tokens)], remaining)
-                except (OSError, asyncio.TimeoutError, ConnectionError, ValueError) as exc:
-                    errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
-                    return
-                connect_ms.add((client.state.ready_at - began) * 1000)
-                group.clients.append(client)
+            for attempt in range(MAX_ATTEMPTS):
+                async with gate:
+                    began = time.monotonic()
+                    remaining = deadline - began
+                    if remaining <= 0:
+                        errors["timed out before starting"] += 1
+                        return
+                    try:
+                        client = await self._open_ready(group, urls[index % len(urls)], tokens[index % len(tokens)], remaining)
+                    except (OSError, asyncio.TimeoutError, ConnectionError, ValueError) as exc:
+                        reason = retry_reason(exc)
+                        if reason is None or attempt == MAX_ATTEMPTS - 1:
+                            errors[f"{type(exc).__name__}: {exc}"[:120]] += 1
+                            return
+                        retries[reason] += 1
+                    else:
+                        connect_ms.add((client.state.ready_at - began) * 1000)
+                        group.clients.append(client)
+                        return
+                # Back off outside the gate, with jitter, as a real client told to try later does.
+                await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt) * random.uniform(0.5, 1.5))
 
         # The first socket of a room opens it alone: pycrdt-websocket 0.16.5 left all but one of
         # several sockets that joined a new room at once waiting forever.
@@ -122,6 +150,7 @@ class Worker:
             "opened": connect_ms.count,
             "failed": count - connect_ms.count,
             "errors": dict(errors.most_common(5)),
+            "retries": dict(retries),
             "elapsed_s": time.monotonic() - start,
             "connect_ms": connect_ms.to_dict(),
         }

@@ -35,7 +35,19 @@ MAX_HANDSHAKE_BYTES = 16 * 1024
 
 
 class HandshakeError(ConnectionError):
-    """The server did not answer the opening handshake with a valid 101 response."""
+    """The server did not answer the opening handshake with a valid 101 response; ``status`` is its HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class ClosedBeforeReady(ConnectionError):
+    """The server closed the socket before the client was ready; ``code`` is the close code (1005 when none)."""
+
+    def __init__(self, code: int | None):
+        super().__init__(f"closed before ready, close code {code}")
+        self.code = code
 
 
 def accept_key(key: bytes) -> bytes:
@@ -192,8 +204,10 @@ class WsClient(asyncio.Protocol):
         for line in header_lines:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
-        if status_line.split(" ", 2)[1:2] != ["101"]:
-            self._fail(HandshakeError(f"expected HTTP 101, got {status_line!r}"))
+        status = status_line.split(" ", 2)[1:2]
+        if status != ["101"]:
+            code = int(status[0]) if status and status[0].isdigit() else None
+            self._fail(HandshakeError(f"expected HTTP 101, got {status_line!r}", code))
             return b""
         if headers.get("sec-websocket-accept", "").encode() != accept_key(self.key):
             self._fail(HandshakeError("wrong Sec-WebSocket-Accept"))

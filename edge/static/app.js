@@ -19,6 +19,13 @@
 const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 10000;
 const WELCOME_TIMEOUT_MS = 10000;
+// While connected to an edge other than connection.urls[0], the page probes
+// urls[0] this often and moves back once it answers. Each move that fails
+// before its welcome doubles the wait, up to the maximum.
+const HOME_PROBE_INTERVAL_MS = 15000;
+const HOME_PROBE_MAX_INTERVAL_MS = 240000;
+const HOME_PROBE_TIMEOUT_MS = 5000;
+const SETTINGS_SAVED_DURATION_MS = 5000;
 const TOAST_DURATION_MS = 10000;
 const TIME_REFRESH_MS = 30000;
 const DEFAULT_MAX_QUESTION_LENGTH = 300;
@@ -30,15 +37,25 @@ const VOTABLE_STATUSES = new Set(["live", "answered"]);
 const SETTING_FLAGS = ["questions_open", "pre_moderation", "anonymous_allowed", "downvotes_allowed"];
 
 // Visibility rule of each moderation button, given a question and whether it
-// is pinned. The rules mirror the status transitions the room model accepts,
-// so staff get no button for an action the edge would reject.
+// is pinned. Per status, staff see: pending: Approve, Hide, Answer. Live:
+// Hide, Answer, Pin or Unpin. Answered: Reopen, Hide, Pin or Unpin. Hidden:
+// Approve. Unpin also shows on a pinned hidden question, because hiding does
+// not unpin and the edge accepts unpin from any status.
 const MODERATION_RULES = {
   approve: (question) => question.status === "pending" || question.status === "hidden",
   hide: (question) => question.status !== "hidden",
   answer: (question) => question.status === "pending" || question.status === "live",
-  reopen: (question) => question.status === "answered" || question.status === "hidden",
+  reopen: (question) => question.status === "answered",
   pin: (question, pinned) => !pinned && VOTABLE_STATUSES.has(question.status),
   unpin: (question, pinned) => pinned,
+};
+
+const EMPTY_STATE_TEXT = {
+  all: "No questions here yet.",
+  pending: "No pending questions.",
+  live: "No live questions.",
+  answered: "No answered questions.",
+  hidden: "No hidden questions.",
 };
 
 const FRAME_HANDLERS = {
@@ -81,6 +98,13 @@ const connection = {
   stopped: true,
   reconnectTimer: null,
   welcomeTimer: null,
+  // The open probe socket to urls[0], and the timer that starts the next
+  // probe or ends the open one.
+  homeProbe: null,
+  homeProbeTimer: null,
+  // True from a move to urls[0] until its welcome or its close.
+  movingHome: false,
+  homeMoveFailures: 0,
 };
 
 const ui = {
@@ -93,6 +117,9 @@ const ui = {
   renderScheduled: false,
   settingsEdited: false,
   settingsMessage: "",
+  // "error", "success" or "" (a plain note), for the style of settingsMessage.
+  settingsMessageKind: "",
+  settingsMessageTimer: null,
   toastTimer: null,
 };
 
@@ -120,16 +147,17 @@ function findElements() {
   const ids = [
     "room-title", "connection-state", "role", "join-view", "join-form", "join-room", "join-code",
     "join-name", "join-submit", "join-message-slot", "room-view", "pinned", "pinned-list",
-    "ask-form", "ask-text", "anonymous-option", "ask-anonymous", "ask-counter", "ask-submit",
+    "ask-form", "ask-text", "anonymous-option", "ask-anonymous", "ask-counter", "ask-too-long", "ask-submit",
     "composer-note", "pending-asks", "host-settings", "settings-form", "settings-title",
     "settings-max-length", "settings-status", "question-count", "status-filter-field",
-    "status-filter", "question-list", "empty-note", "toast", "toast-message-slot",
+    "status-filter", "pending-badge", "question-list", "empty-note", "toast", "toast-message-slot",
     "error-message", "toast-dismiss", "question-template",
   ];
   for (const id of ids) {
     dom[toCamelCase(id)] = document.getElementById(id);
   }
   dom.sortButtons = [...document.querySelectorAll("[data-sort]")];
+  dom.settingsDetails = dom.hostSettings.querySelector("details");
 }
 
 function bindEvents() {
@@ -138,10 +166,11 @@ function bindEvents() {
   dom.askText.addEventListener("input", updateComposer);
   dom.askText.addEventListener("keydown", handleAskKeydown);
   dom.settingsForm.addEventListener("submit", handleSettingsSubmit);
-  dom.settingsForm.addEventListener("input", () => { ui.settingsEdited = true; });
+  dom.settingsForm.addEventListener("input", handleSettingsInput);
   dom.questionList.addEventListener("click", handleQuestionClick);
   dom.pinnedList.addEventListener("click", handleQuestionClick);
   dom.statusFilter.addEventListener("change", handleFilterChange);
+  dom.pendingBadge.addEventListener("click", showPendingQuestions);
   dom.toastDismiss.addEventListener("click", clearError);
   window.addEventListener("online", reconnectNow);
   for (const button of dom.sortButtons) {
@@ -244,10 +273,24 @@ async function handleJoinSubmit(event) {
     return;
   }
 
+  const code = dom.joinCode.value.trim();
+  if (!code) {
+    showError("Enter the room code from your invitation link.");
+    dom.joinCode.focus();
+    return;
+  }
+  // The core rejects an empty name too, but its message names the field.
+  const name = dom.joinName.value.trim();
+  if (!name) {
+    showError("Enter your name to join.");
+    dom.joinName.focus();
+    return;
+  }
+
   dom.joinSubmit.disabled = true;
   clearError();
   try {
-    const joined = await requestJoin(roomId, dom.joinCode.value.trim(), dom.joinName.value.trim());
+    const joined = await requestJoin(roomId, code, name);
     storeSession(joined.room, joined.token, joined.edges);
     setAddressRoom(joined.room);
     startSession(joined.room, joined.token, joined.edges, "storage");
@@ -438,11 +481,14 @@ function openConnection(urls) {
   connection.urlIndex = 0;
   connection.attempt = 0;
   connection.stopped = false;
+  connection.movingHome = false;
+  connection.homeMoveFailures = 0;
   connect();
 }
 
 function connect() {
   connection.reconnectTimer = null;
+  stopHomeProbe();
   const url = connection.urls[connection.urlIndex];
   setConnectionState(connection.attempt === 0 ? "connecting" : "reconnecting");
 
@@ -499,6 +545,8 @@ function handleClose(socket, event) {
   connection.socket = null;
   connection.welcomed = false;
   clearTimeout(connection.welcomeTimer);
+  stopHomeProbe();
+  noteHomeMoveFailed();
   console.info(`The connection to ${socket.url} closed with code ${event.code} ${event.reason}`.trim());
 
   if (event.code === 1008) {
@@ -529,7 +577,7 @@ function handlePolicyClose(reason) {
 function stopWithMessage(message) {
   stopConnection();
   setConnectionState("closed", "Disconnected");
-  showError(message);
+  showError(message, { persistent: true });
 }
 
 function abandonSocket(socket, reason) {
@@ -539,6 +587,8 @@ function abandonSocket(socket, reason) {
   console.warn(`Dropping the connection to ${socket.url}: ${reason}.`);
   connection.socket = null;
   connection.welcomed = false;
+  stopHomeProbe();
+  noteHomeMoveFailed();
   socket.close();
   scheduleReconnect();
 }
@@ -566,8 +616,10 @@ function reconnectNow() {
 function stopConnection() {
   connection.stopped = true;
   connection.welcomed = false;
+  connection.movingHome = false;
   clearTimeout(connection.reconnectTimer);
   clearTimeout(connection.welcomeTimer);
+  stopHomeProbe();
   connection.reconnectTimer = null;
   const socket = connection.socket;
   connection.socket = null;
@@ -581,6 +633,112 @@ function stopConnection() {
 function backoffDelay(attempt) {
   const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt, 16));
   return Math.random() * ceiling;
+}
+
+// ---------------------------------------------------------------------------
+// Moving back home: after a failover, return to connection.urls[0]
+// ---------------------------------------------------------------------------
+//
+// urls[0] is the edge this page prefers (its own, or the nearest one). After
+// an outage the reconnect loop settles on whichever edge answered first, so
+// while a welcomed socket to another edge is open, a probe WebSocket to
+// urls[0] opens every HOME_PROBE_INTERVAL_MS. When one opens, the page closes
+// the probe and moves through the normal connect path. Only one probe or
+// probe timer exists at a time, each runs only while welcomed away from home,
+// and every close, connect and stop cancels it, so a probe cannot act on a
+// socket that the reconnect loop has replaced.
+
+function isAwayFromHome() {
+  return connection.urls.length > 1 && connection.urls[connection.urlIndex] !== connection.urls[0];
+}
+
+function canMoveHome() {
+  return !connection.stopped && connection.welcomed && connection.socket !== null && isAwayFromHome();
+}
+
+function scheduleHomeProbe() {
+  stopHomeProbe();
+  if (!canMoveHome()) {
+    return;
+  }
+  const delay = Math.min(HOME_PROBE_MAX_INTERVAL_MS, HOME_PROBE_INTERVAL_MS * 2 ** connection.homeMoveFailures);
+  connection.homeProbeTimer = setTimeout(probeHome, delay);
+}
+
+function probeHome() {
+  connection.homeProbeTimer = null;
+  if (!canMoveHome()) {
+    return;
+  }
+  const url = connection.urls[0];
+  let probe;
+  try {
+    probe = new WebSocket(url);
+  } catch (error) {
+    console.warn(`Probing the home edge ${url} failed (${error.message}).`);
+    scheduleHomeProbe();
+    return;
+  }
+  connection.homeProbe = probe;
+  connection.homeProbeTimer = setTimeout(() => endHomeProbe(probe, false), HOME_PROBE_TIMEOUT_MS);
+  probe.addEventListener("open", () => endHomeProbe(probe, true));
+  probe.addEventListener("error", () => endHomeProbe(probe, false));
+  probe.addEventListener("close", () => endHomeProbe(probe, false));
+}
+
+// The first of open, error, close and timeout settles a probe; the later
+// events find it no longer current and do nothing.
+function endHomeProbe(probe, opened) {
+  if (probe !== connection.homeProbe) {
+    return;
+  }
+  connection.homeProbe = null;
+  clearTimeout(connection.homeProbeTimer);
+  connection.homeProbeTimer = null;
+  probe.close(1000, "home edge probe");
+  if (opened && canMoveHome()) {
+    moveHome();
+  } else {
+    scheduleHomeProbe();
+  }
+}
+
+function stopHomeProbe() {
+  clearTimeout(connection.homeProbeTimer);
+  connection.homeProbeTimer = null;
+  const probe = connection.homeProbe;
+  connection.homeProbe = null;
+  if (probe) {
+    probe.close(1000, "home edge probe");
+  }
+}
+
+// Leave the current edge for urls[0]. The hello still carries last_seq, which
+// the home edge cannot resume from, so it sends a snapshot; the welcome
+// resends the outbox as after any reconnect.
+function moveHome() {
+  const socket = connection.socket;
+  console.info(`The home edge ${connection.urls[0]} answers again; moving there from ${socket.url}.`);
+  // Detach the socket first so that handleClose ignores its close.
+  connection.socket = null;
+  connection.welcomed = false;
+  clearTimeout(connection.welcomeTimer);
+  socket.close(1000, "moving to the home edge");
+
+  connection.urlIndex = 0;
+  connection.attempt = 0;
+  connection.movingHome = true;
+  connect();
+}
+
+// A move whose socket closed before the welcome slows the next probes down,
+// so a home edge that accepts sockets but cannot serve the room does not pull
+// the page back and forth every HOME_PROBE_INTERVAL_MS.
+function noteHomeMoveFailed() {
+  if (connection.movingHome) {
+    connection.movingHome = false;
+    connection.homeMoveFailures += 1;
+  }
 }
 
 function sendFrame(frame) {
@@ -597,13 +755,37 @@ function sendFrame(frame) {
 // ---------------------------------------------------------------------------
 
 function handleWelcome(frame) {
+  if (frame.room !== state.roomId) {
+    rejectOtherRoom(frame.room);
+    return;
+  }
   connection.welcomed = true;
   connection.attempt = 0;
   clearTimeout(connection.welcomeTimer);
+  if (connection.movingHome || !isAwayFromHome()) {
+    connection.movingHome = false;
+    connection.homeMoveFailures = 0;
+  }
   state.user = frame.user;
   setRole(frame.role);
   setConnectionState("connected", `Connected to ${frame.edge} in ${frame.region}`);
   resendOutbox();
+  scheduleHomeProbe();
+}
+
+// The edge joins the room named in the token, whatever the address bar says.
+// Showing that room under this address would swap rooms without notice, so
+// the page stops before it shows or sends anything.
+function rejectOtherRoom(tokenRoom) {
+  const expectedRoom = state.roomId;
+  const source = state.tokenSource === "link" ? "This link's token" : "The saved token";
+  stopConnection();
+  if (state.tokenSource === "storage") {
+    forgetSession(expectedRoom);
+  }
+  dom.roomView.hidden = true;
+  setConnectionState("closed", "Not connected");
+  showError(`${source} belongs to room ${tokenRoom}, not ${expectedRoom}.`, { persistent: true });
 }
 
 function handleSnapshot(frame) {
@@ -659,6 +841,9 @@ function handleAck(frame) {
       setMyVote(intent.question, intent.value);
     }
     dropIntent(frame.id);
+    if (intent.type === "settings" && !hasOutstandingSettings()) {
+      showSettingsMessage("Settings saved", "success", SETTINGS_SAVED_DURATION_MS);
+    }
   }
 }
 
@@ -667,11 +852,25 @@ function handleErrorFrame(frame) {
     handleTokenRejected(frame.message || "Your session is no longer valid; join the room again.");
     return;
   }
-  if (frame.id) {
-    const intent = dropIntent(frame.id);
-    restoreRejectedQuestion(intent);
+  const message = frame.message || `The edge reported an error (${frame.code}).`;
+  const intent = frame.id ? dropIntent(frame.id) : null;
+  restoreRejectedQuestion(intent);
+  if (intent?.type === "settings") {
+    showSettingsError(message);
+    return;
   }
-  showError(frame.message || `The edge reported an error (${frame.code}).`);
+  showError(message);
+}
+
+// Show a rejected settings change beside the Save button, and keep the
+// form's values so that the host can correct them. A toast repeats the
+// message when the settings panel is collapsed.
+function showSettingsError(message) {
+  ui.settingsEdited = true;
+  showSettingsMessage(message, "error");
+  if (!dom.settingsDetails.open) {
+    showError(message);
+  }
 }
 
 // Put the text of a rejected question back into an empty composer, so the
@@ -690,10 +889,14 @@ function restoreRejectedQuestion(intent) {
 
 function setRoom(room) {
   const previousPinned = state.room?.pinned ?? null;
+  const previousDownvotes = state.room?.downvotes_allowed;
   state.room = room;
   if (previousPinned !== room.pinned) {
     markQuestionDirty(previousPinned);
     markQuestionDirty(room.pinned);
+  }
+  if (previousDownvotes !== room.downvotes_allowed) {
+    markAllQuestionsDirty();
   }
   ui.roomDirty = true;
   ui.orderDirty = true;
@@ -888,10 +1091,13 @@ function updateComposer() {
   const closed = questionsClosed();
   const blocked = closed && !isStaff();
 
+  const tooLong = count > max;
   setText(dom.askCounter, `${count} / ${max}`);
-  dom.askCounter.classList.toggle("is-over", count > max);
+  dom.askCounter.classList.toggle("is-over", tooLong);
+  setText(dom.askTooLong, tooLong ? `Too long: at most ${max} characters.` : "");
+  dom.askTooLong.hidden = !tooLong;
   dom.askText.disabled = blocked;
-  dom.askSubmit.disabled = blocked || state.room === null || !dom.askText.value.trim() || count > max;
+  dom.askSubmit.disabled = blocked || state.room === null || !dom.askText.value.trim() || tooLong;
   dom.anonymousOption.hidden = !state.room?.anonymous_allowed;
 
   let note = "";
@@ -899,6 +1105,8 @@ function updateComposer() {
     note = "The host has closed questions. You can still vote.";
   } else if (closed) {
     note = "Questions are closed to the audience; as staff you can still ask.";
+  } else if (state.room?.pre_moderation && !isStaff()) {
+    note = "A moderator reviews questions before everyone sees them.";
   }
   setText(dom.composerNote, note);
   dom.composerNote.hidden = !note;
@@ -914,6 +1122,7 @@ function handleAskSubmit(event) {
   clearError();
   submitIntent({ type: "ask", text: dom.askText.value, anonymous });
   dom.askText.value = "";
+  dom.askAnonymous.checked = false;
   updateComposer();
 }
 
@@ -935,7 +1144,7 @@ function handleSettingsSubmit(event) {
   }
   const changes = readSettingsChanges();
   if (typeof changes === "string") {
-    showSettingsMessage(changes);
+    showSettingsMessage(changes, "error");
     return;
   }
   if (Object.keys(changes).length === 0) {
@@ -978,8 +1187,21 @@ function readSettingsChanges() {
   return changes;
 }
 
-function showSettingsMessage(message) {
+function handleSettingsInput() {
+  ui.settingsEdited = true;
+  showSettingsMessage("");
+}
+
+// Show `message` beside the Save button, styled by `kind` ("error",
+// "success" or "" for a plain note). A positive `durationMs` clears it after
+// that time unless another message replaced it.
+function showSettingsMessage(message, kind = "", durationMs = 0) {
+  clearTimeout(ui.settingsMessageTimer);
   ui.settingsMessage = message;
+  ui.settingsMessageKind = kind;
+  if (message && durationMs > 0) {
+    ui.settingsMessageTimer = setTimeout(() => showSettingsMessage(""), durationMs);
+  }
   renderSettingsStatus();
 }
 
@@ -1009,6 +1231,11 @@ function handleFilterChange() {
   state.statusFilter = dom.statusFilter.value;
   ui.orderDirty = true;
   renderNow();
+}
+
+function showPendingQuestions() {
+  dom.statusFilter.value = "pending";
+  handleFilterChange();
 }
 
 // Popular: score (highest first), then creation time, then id.
@@ -1096,7 +1323,6 @@ function renderRoom() {
     const title = room.title || room.id || state.roomId;
     setText(dom.roomTitle, title);
     document.title = `${title} · AMA Mesh`;
-    document.body.classList.toggle("downvotes-disabled", !room.downvotes_allowed);
   }
   updateComposer();
   renderSettingsForm();
@@ -1149,16 +1375,25 @@ function createPendingAskItem(frame) {
   return item;
 }
 
+// While a settings intent is in the outbox its progress shows: "Sending…"
+// until the edge accepts it, then "Saving…" until the core commits it.
 function renderSettingsStatus() {
   let message = ui.settingsMessage;
-  if (!message) {
-    for (const frame of state.outbox.values()) {
-      if (frame.type === "settings" && !state.acceptedIntents.has(frame.id)) {
-        message = "sending…";
-      }
+  let kind = ui.settingsMessageKind;
+  let outstanding = false;
+  let unaccepted = false;
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "settings") {
+      outstanding = true;
+      unaccepted ||= !state.acceptedIntents.has(frame.id);
     }
   }
+  if (outstanding) {
+    message = unaccepted ? "Sending…" : "Saving…";
+    kind = "";
+  }
   setText(dom.settingsStatus, message);
+  dom.settingsStatus.dataset.kind = kind;
 }
 
 function renderDirtyQuestions() {
@@ -1246,15 +1481,36 @@ function updateCardVotes(card, question) {
   setText(card.upCount, String(question.up));
   setText(card.downCount, String(question.down));
   setText(card.score, String(question.score));
-  updateVoteButton(card.upButton, myVote === 1, votable, `Upvote, ${question.up} up`);
-  updateVoteButton(card.downButton, myVote === -1, votable, `Downvote, ${question.down} down`);
+  updateVoteButton(card.upButton, myVote === 1, votable, `Upvote, ${question.up} up`, "Upvote");
+  updateDownvoteButton(card, question, myVote, votable);
 }
 
-function updateVoteButton(button, pressed, enabled, label) {
+// With downvotes off, existing downvotes still count in the score, so the ▼
+// count stays visible while it is above zero. The button then only lets me
+// remove my own downvote, which the edge accepts as a vote of 0.
+function updateDownvoteButton(card, question, myVote, votable) {
+  const button = card.downButton;
+  if (state.room?.downvotes_allowed !== false) {
+    button.hidden = false;
+    updateVoteButton(button, myVote === -1, votable, `Downvote, ${question.down} down`, "Downvote");
+    return;
+  }
+  button.hidden = question.down === 0;
+  if (myVote === -1) {
+    const title = "Downvotes are off in this room; select to remove your downvote";
+    updateVoteButton(button, true, votable, `Remove your downvote, ${question.down} down`, title);
+  } else {
+    const title = "Downvotes are off in this room";
+    updateVoteButton(button, false, false, `${question.down} down; downvotes are off in this room`, title);
+  }
+}
+
+function updateVoteButton(button, pressed, enabled, label, title) {
   button.setAttribute("aria-pressed", String(pressed));
   button.classList.toggle("is-mine", pressed);
   button.disabled = !enabled;
   button.setAttribute("aria-label", label);
+  button.title = title;
 }
 
 function updateCardStatus(card, status) {
@@ -1263,20 +1519,21 @@ function updateCardStatus(card, status) {
   card.status.hidden = status === "live";
 }
 
+// The moderation row is hidden, margin included, when no button in it shows.
 function updateCardModeration(card, question, pinned) {
   const staff = isStaff();
-  card.moderation.hidden = !staff;
-  if (!staff) {
-    return;
-  }
+  let visibleCount = 0;
   for (const button of card.actions) {
-    button.hidden = !MODERATION_RULES[button.dataset.action](question, pinned);
+    const visible = staff && MODERATION_RULES[button.dataset.action](question, pinned);
+    button.hidden = !visible;
+    visibleCount += visible ? 1 : 0;
   }
+  card.moderation.hidden = visibleCount === 0;
 }
 
 function renderOrder() {
   ui.orderDirty = false;
-  const pinnedId = state.room?.pinned && state.questions.has(state.room.pinned) ? state.room.pinned : null;
+  const pinnedId = visiblePinnedId();
   const listed = [];
   const statusCounts = { all: 0, pending: 0, live: 0, answered: 0, hidden: 0 };
   for (const question of state.questions.values()) {
@@ -1291,7 +1548,21 @@ function renderOrder() {
   placePinned(pinnedId);
   reorderChildren(dom.questionList, listed.map((question) => cardFor(question).root));
   renderCounts(listed.length + (pinnedId ? 1 : 0), statusCounts);
-  dom.emptyNote.hidden = listed.length > 0 || pinnedId !== null;
+  renderEmptyState(listed.length === 0 && pinnedId === null);
+}
+
+// The pinned question shows above the list only when it passes the status
+// filter, so that a filtered view contains only questions of that status.
+function visiblePinnedId() {
+  const pinned = state.room?.pinned ? state.questions.get(state.room.pinned) : null;
+  return pinned && matchesStatusFilter(pinned) ? pinned.id : null;
+}
+
+// Before the first snapshot the list is empty because nothing has arrived,
+// so the empty-state text waits for the room.
+function renderEmptyState(empty) {
+  dom.emptyNote.hidden = !empty || state.room === null;
+  setText(dom.emptyNote, EMPTY_STATE_TEXT[state.statusFilter] ?? EMPTY_STATE_TEXT.all);
 }
 
 function placePinned(pinnedId) {
@@ -1306,6 +1577,9 @@ function placePinned(pinnedId) {
 
 function renderCounts(visibleCount, statusCounts) {
   setText(dom.questionCount, `(${visibleCount})`);
+  const pendingCount = statusCounts.pending ?? 0;
+  setText(dom.pendingBadge, `${pendingCount} pending`);
+  dom.pendingBadge.hidden = !isStaff() || pendingCount === 0;
   if (!isStaff()) {
     return;
   }
@@ -1423,8 +1697,9 @@ function setConnectionState(name, text) {
 }
 
 // Show `message` in the one error element: beside the join form while it is
-// shown, else as a toast that hides itself after a while.
-function showError(message) {
+// shown, else as a toast. The toast hides itself after TOAST_DURATION_MS
+// unless `persistent` is set, for errors that stop the page.
+function showError(message, { persistent = false } = {}) {
   const joining = !dom.joinView.hidden;
   const slot = joining ? dom.joinMessageSlot : dom.toastMessageSlot;
   if (dom.errorMessage.parentElement !== slot) {
@@ -1435,7 +1710,7 @@ function showError(message) {
   dom.toast.hidden = joining;
 
   clearTimeout(ui.toastTimer);
-  if (!joining) {
+  if (!joining && !persistent) {
     ui.toastTimer = setTimeout(clearError, TOAST_DURATION_MS);
   }
 }

@@ -1,0 +1,67 @@
+"""Rate limits and caps that keep one client from harming the others (pure: time passed in)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from ama.addresses import parse_address
+from ama.ratelimit import TokenBucket
+
+# Intents per second a socket may send, and the burst above that rate.
+CONNECTION_RATE_PER_S = 10.0
+CONNECTION_BURST = 30
+# Intents per second one user may send over all its sockets on one edge.
+USER_RATE_PER_S = 20.0
+USER_BURST = 60
+# A socket rejected this many times in a row for its rate is closed.
+MAX_REJECTED_IN_A_ROW = 100
+# Open sockets per client address on one edge.
+MAX_SOCKETS_PER_ADDRESS = 64
+
+
+@dataclass
+class IntentLimiter:
+    """Per-socket and per-user buckets for intents on one edge."""
+
+    users: dict[str, TokenBucket] = field(default_factory=dict)
+
+    def for_connection(self) -> TokenBucket:
+        return TokenBucket(CONNECTION_RATE_PER_S, CONNECTION_BURST)
+
+    def allow(self, connection: TokenBucket, user_id: str, now: float) -> bool:
+        """Take one token from the socket's bucket and the user's; both must allow the intent."""
+        user = self.users.get(user_id)
+        if user is None:
+            user = self.users[user_id] = TokenBucket(USER_RATE_PER_S, USER_BURST)
+        if not connection.take(now):
+            return False
+        return user.take(now)
+
+    def forget_idle(self, now: float, idle_s: float = 300.0) -> None:
+        self.users = {user: bucket for user, bucket in self.users.items() if bucket.updated_at is not None and now - bucket.updated_at < idle_s}
+
+
+@dataclass
+class AddressCounter:
+    """Open sockets per client address.
+
+    Loopback addresses are not capped: they are this machine's own tools
+    (load generators, tests); clients behind a trusted proxy on this machine
+    are counted by the address their X-Forwarded-For names.
+    """
+
+    limit: int = MAX_SOCKETS_PER_ADDRESS
+    open: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def acquire(self, address: str) -> bool:
+        parsed = parse_address(address)
+        if self.open[address] >= self.limit and not (parsed is not None and parsed.is_loopback):
+            return False
+        self.open[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self.open[address] -= 1
+        if self.open[address] <= 0:
+            del self.open[address]
