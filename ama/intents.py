@@ -90,7 +90,9 @@ def decode_frame(data: str | bytes) -> Frame:
     except msgspec.ValidationError as exc:
         raise FrameError("invalid_frame", f"The frame does not match its message type: {exc}.", _claimed_id(data)) from exc
     except msgspec.DecodeError as exc:
-        raise FrameError("invalid_json", "The frame is not a valid JSON object; send one JSON object per text frame.") from exc
+        raise FrameError("invalid_json", f"The frame is not valid JSON ({exc}); send one JSON object per text frame.") from exc
+    except RecursionError:
+        raise FrameError("invalid_frame", "The frame nests too deeply; frames are flat JSON objects.") from None
     if not isinstance(frame, Hello):
         check_id(frame.id, "id", _claimed_id(data))
         if isinstance(frame, Ban) and not _USER_ID.match(frame.user):
@@ -104,7 +106,7 @@ def _claimed_id(data: bytes) -> str | None:
     """Return the frame's ``id`` when it is a UUID, so the client can drop that intent from its outbox."""
     try:
         claimed = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     value = claimed.get("id") if isinstance(claimed, dict) else None
     return value if isinstance(value, str) and _UUID.match(value) else None

@@ -16,6 +16,8 @@ USER_RATE_PER_S = 20.0
 USER_BURST = 60
 # A socket rejected this many times in a row for its rate is closed.
 MAX_REJECTED_IN_A_ROW = 100
+# Users whose buckets are kept before idle ones are dropped.
+MAX_TRACKED_USERS = 100_000
 # Open sockets per client address on one edge.
 MAX_SOCKETS_PER_ADDRESS = 64
 
@@ -25,15 +27,31 @@ class IntentLimiter:
     """Per-socket and per-user buckets for intents on one edge."""
 
     users: dict[str, TokenBucket] = field(default_factory=dict)
+    connection_rate_per_s: float = CONNECTION_RATE_PER_S
+    connection_burst: float = CONNECTION_BURST
+    user_rate_per_s: float = USER_RATE_PER_S
+    user_burst: float = USER_BURST
+
+    @classmethod
+    def from_config(cls, config: dict) -> "IntentLimiter":
+        """Build the limiter from an edge's plan entry; absent keys keep the defaults."""
+        return cls(
+            connection_rate_per_s=config.get("intent_rate_per_s", CONNECTION_RATE_PER_S),
+            connection_burst=config.get("intent_burst", CONNECTION_BURST),
+            user_rate_per_s=config.get("user_intent_rate_per_s", USER_RATE_PER_S),
+            user_burst=config.get("user_intent_burst", USER_BURST),
+        )
 
     def for_connection(self) -> TokenBucket:
-        return TokenBucket(CONNECTION_RATE_PER_S, CONNECTION_BURST)
+        return TokenBucket(self.connection_rate_per_s, self.connection_burst)
 
     def allow(self, connection: TokenBucket, user_id: str, now: float) -> bool:
         """Take one token from the socket's bucket and the user's; both must allow the intent."""
         user = self.users.get(user_id)
         if user is None:
-            user = self.users[user_id] = TokenBucket(USER_RATE_PER_S, USER_BURST)
+            if len(self.users) > MAX_TRACKED_USERS:
+                self.forget_idle(now)
+            user = self.users[user_id] = TokenBucket(self.user_rate_per_s, self.user_burst)
         if not connection.take(now):
             return False
         return user.take(now)

@@ -116,7 +116,7 @@ class Endpoint:
         self.node = node
         self.connections: set[ServerConnection] = set()
         self.admission = admission or Admission()
-        self.limiter = IntentLimiter()
+        self.limiter = IntentLimiter.from_config(node.config)
         self.addresses = AddressCounter(node.config.get("max_sockets_per_address", MAX_SOCKETS_PER_ADDRESS))
 
     def process_request(self, connection: ServerConnection, request):

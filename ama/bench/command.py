@@ -222,7 +222,7 @@ def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus
         watchers=int(settings.get("watchers", 0)), voters=int(settings.get("voters", 0)), rate=float(settings.get("rate", 0)),
         duration_s=float(settings.get("duration", 0)), connections=int(settings.get("connections", 0)), steps=args.steps,
         concurrency=args.concurrency, client_cpus=client_cpus or [], progress=progress, max_server_rss_mb=args.max_server_rss_mb,
-        drain_s=args.drain or (8.0 if args.quick else 15.0),
+        drain_s=args.drain or (8.0 if args.quick else 15.0), server_cpu=server_cpus[0] if server_cpus else None,
     )
     if args.profile and name == "ama" and scenario == "fanout":
         run.profile_path = args.out / f"profile-{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.txt"

@@ -41,6 +41,15 @@ def runqueue_wait_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def cpu_jiffies(cpu: int) -> dict[str, int]:
+    """Return one CPU's time counters from /proc/stat, in clock ticks: user, nice, system, idle, iowait, irq, softirq, steal."""
+    names = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            return dict(zip(names, (int(value) for value in line.split()[1:9])))
+    raise OSError(f"cpu{cpu} not found in /proc/stat")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Set the CPU affinity of every thread of ``pid`` (like ``taskset -a -p``); new threads inherit it."""
     for task in Path(f"/proc/{pid}/task").iterdir():

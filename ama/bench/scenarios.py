@@ -41,6 +41,8 @@ class Run:
     client_cpus: list[int] = field(default_factory=list)
     progress: object = print
     max_server_rss_mb: float = 4096.0
+    # The CPU the server is pinned to, or None when it is not pinned.
+    server_cpu: int | None = None
     # Where to write a py-spy profile of the server taken while votes are sent (fanout only); None for no profile.
     profile_path: Path | None = None
 
@@ -86,11 +88,19 @@ class RssGuard:
 
 
 class Window:
-    """CPU time of the server and of the client workers, and wall time, between ``start`` and ``stop``."""
+    """CPU time of the server and of the client workers, and wall time, between ``start`` and ``stop``.
 
-    def __init__(self, server_pid: int | None, pool: WorkerPool):
+    With ``server_cpu`` set (the CPU the server is pinned to), it also
+    reports how busy that CPU was, and the share spent in soft interrupts,
+    where the kernel delivers loopback traffic: time the server's own CPU
+    counters do not show.
+    """
+
+    def __init__(self, server_pid: int | None, pool: WorkerPool, server_cpu: int | None = None):
         self.server_pid = server_pid
         self.pool = pool
+        self.server_cpu = server_cpu
+        self.cpu_began: dict[str, int] | None = None
 
     def _read(self) -> tuple[float, float | None, float, float | None]:
         server = procfs.cpu_seconds(self.server_pid) if self.server_pid else None
@@ -99,6 +109,17 @@ class Window:
 
     def start(self) -> None:
         self.began = self._read()
+        if self.server_cpu is not None:
+            self.cpu_began = procfs.cpu_jiffies(self.server_cpu)
+
+    def cpu_shares(self) -> dict:
+        if self.cpu_began is None:
+            return {}
+        ended = procfs.cpu_jiffies(self.server_cpu)
+        delta = {name: ended[name] - self.cpu_began[name] for name in ended}
+        total = sum(delta.values()) or 1
+        return {"server_cpu_busy_share": round(1 - (delta["idle"] + delta["iowait"]) / total, 2),
+                "server_cpu_softirq_share": round(delta["softirq"] / total, 2)}
 
     def stop(self) -> dict:
         ended = self._read()
@@ -106,7 +127,7 @@ class Window:
         server = None if ended[1] is None else ended[1] - self.began[1]
         waited = None if ended[3] is None else ended[3] - self.began[3]
         clients = ended[2] - self.began[2]
-        return {"wall_s": wall, "server_cpu_s": server, "client_cpu_s": clients, "server_wait_s": waited}
+        return {"wall_s": wall, "server_cpu_s": server, "client_cpu_s": clients, "server_wait_s": waited, **self.cpu_shares()}
 
 
 def client_share(window: dict, run: Run, pool: WorkerPool) -> float:
@@ -243,7 +264,7 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
         return {"error": f"no sockets joined: voters {voter['errors']} watchers {[r['errors'] for r in watcher_roles.values()]}"}
     time.sleep(SETTLE_S)
 
-    window = Window(system.server_pid, pool)
+    window = Window(system.server_pid, pool, run.server_cpu)
     frames_before = frames_of(pool, "watcher")
     window.start()
     profiler = start_profiler(system, run)
@@ -334,6 +355,8 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
         "frames_delivered": frames,
         "server_cpu_s": None if cpu is None else round(cpu, 2),
         "server_cpu_wait_s": None if measured["server_wait_s"] is None else round(measured["server_wait_s"], 2),
+        "server_cpu_busy_share": measured.get("server_cpu_busy_share"),
+        "server_cpu_softirq_share": measured.get("server_cpu_softirq_share"),
         "frames_per_cpu_second": round(frames / cpu) if cpu else None,
         # Each watcher showing each vote counts once, however many frames carried them.
         "votes_shown_per_cpu_second": round(merged.count / cpu) if cpu else None,
@@ -346,7 +369,7 @@ def fanout_figures(system, run: Run, voter: dict, watcher_roles: dict, sent_repl
     }
     if len(histograms) > 1:
         # Only the voters' edge is measured, so CPU-based figures would leave out the watchers' edges.
-        for name in ("server_cpu_s", "server_cpu_wait_s", "frames_per_cpu_second", "votes_shown_per_cpu_second"):
+        for name in ("server_cpu_s", "server_cpu_wait_s", "server_cpu_busy_share", "server_cpu_softirq_share", "frames_per_cpu_second", "votes_shown_per_cpu_second"):
             figures.pop(name)
         for role, histogram in histograms.items():
             summary = histogram.summary()
@@ -364,7 +387,7 @@ def run_connect(system, pool: WorkerPool, run: Run) -> dict:
     """Open ``connections`` sockets at once (at most ``concurrency`` in flight); accepted per second."""
     setup = system.prepare(0, run.connections, 0)
     prime_room(pool, setup, run)
-    window = Window(system.server_pid, pool)
+    window = Window(system.server_pid, pool, run.server_cpu)
     window.start()
     result = open_spread(pool, "storm", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.connections, run, watch=False)
     measured = window.stop()
@@ -386,6 +409,8 @@ def run_connect(system, pool: WorkerPool, run: Run) -> dict:
         "connect_p50_ms": round(connect_ms.percentile(50), 2) if connect_ms.count else None,
         "connect_p99_ms": round(connect_ms.percentile(99), 2) if connect_ms.count else None,
         "client_cpu_share": round(client_share(measured, run, pool), 2),
+        "server_cpu_busy_share": measured.get("server_cpu_busy_share"),
+        "server_cpu_softirq_share": measured.get("server_cpu_softirq_share"),
     }
     figures["client_bound"] = figures["client_cpu_share"] >= CLIENT_BOUND_SHARE
     return figures
