@@ -3,17 +3,88 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from ama.plan import View
+from ama.subjects import stream
 
 MIN_NATS_VERSION = (2, 10)
 
 
-def render(view: View, region_name: str, server: dict, store_dir: Path) -> str:
+# Subject permissions per service. Every service may answer requests it
+# received (allow_responses) and read replies to its own (_INBOX.>).
+PERMISSIONS: dict[str, dict] = {
+    "edge": {
+        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.edge.*", "ama.core.wm.*", "ama.core.load.*"]},
+        "subscribe": {"allow": ["ama.upd.*.*", "ama.wm.*", "ama.health.>", "_INBOX.>"]},
+        "allow_responses": True,
+    },
+    "region": {
+        # The JetStream API subjects of the plan's streams are added by permissions_for.
+        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.region.*", "ama.core.load.*", "ama.core.wm.*", "$JS.API.INFO"]},
+        "subscribe": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.wm.*", "ama.health.>", "_INBOX.>"]},
+        "allow_responses": True,
+    },
+    "core": {
+        "publish": {"allow": ["ama.wm.*", "$JS.API.>", "$JS.ACK.>", "_INBOX.>"]},
+        "subscribe": {"allow": ["ama.core.load.*", "ama.core.wm.*", "ama.health.>", "ama.upd.*.*", "_INBOX.>"]},
+        "allow_responses": True,
+    },
+}
+SERVICES = tuple(PERMISSIONS)
+
+
+def create_credentials(directory: Path) -> dict[str, Path]:
+    """Create one NATS user per service (once) in ``directory``; return each credentials file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    files = {}
+    for service in SERVICES:
+        path = directory / f"{service}.json"
+        if not path.exists():
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                json.dump({"user": f"ama-{service}", "password": secrets.token_urlsafe(24)}, file)
+        files[service] = path
+    return files
+
+
+def permissions_for(service: str, streams: list[str]) -> dict:
+    """Return a service's permissions; region services may also create and inspect the plan's streams."""
+    permissions = json.loads(json.dumps(PERMISSIONS[service]))
+    if service == "region":
+        for stream_name in streams:
+            permissions["publish"]["allow"] += [f"$JS.API.STREAM.{verb}.{stream_name}" for verb in ("CREATE", "UPDATE", "INFO")]
+    return permissions
+
+
+def authorization_block(credentials: dict[str, Path], streams: list[str]) -> list[str]:
+    """Put the services' users in one JetStream-enabled account, beside an explicit system account.
+
+    JetStream's meta layer needs a system account across the supercluster;
+    a plain top-level ``authorization`` block left the meta group without a
+    leader (nats-server 2.15.1), so accounts are declared explicitly.
+    """
+    users = []
+    for service, path in credentials.items():
+        stored = json.loads(path.read_text())
+        users.append({"user": stored["user"], "password": stored["password"], "permissions": permissions_for(service, streams)})
+    system_password = json.loads(credentials["core"].read_text())["password"] + "-system"
+    return [
+        "accounts {",
+        f"  AMA: {{ jetstream: enabled, users: {json.dumps(users)} }}",
+        f"  SYS: {{ users: [{{user: \"ama-system\", password: {json.dumps(system_password)}}}] }}",
+        "}",
+        "system_account: SYS",
+    ]
+
+
+def render(view: View, region_name: str, server: dict, store_dir: Path, credentials: dict[str, Path] | None = None) -> str:
     """Return the configuration of one nats-server of ``region_name``.
 
     A region of one server still needs a ``cluster`` block with a route (its
@@ -51,6 +122,8 @@ def render(view: View, region_name: str, server: dict, store_dir: Path) -> str:
         f"  gateways: {json.dumps(gateways)}",
         "}",
     ]
+    if credentials:
+        lines += authorization_block(credentials, [stream(name) for name in view.region_names()])
     return "\n".join(lines) + "\n"
 
 

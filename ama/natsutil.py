@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import nats
 from nats.aio.client import Client
@@ -45,9 +48,12 @@ async def connect(
         if on_disconnected is not None:
             await on_disconnected()
 
+    user, password = credentials()
     client = await nats.connect(
         servers=servers,
         name=name,
+        user=user,
+        password=password,
         dont_randomize=True,
         ping_interval=PING_INTERVAL_S,
         max_outstanding_pings=MAX_OUTSTANDING_PINGS,
@@ -60,6 +66,18 @@ async def connect(
         disconnected_cb=disconnected_cb,
     )
     return client
+
+
+CREDENTIALS_ENV = "AMA_NATS_CREDENTIALS"
+
+
+def credentials() -> tuple[str | None, str | None]:
+    """Return the NATS user and password from the file ``AMA_NATS_CREDENTIALS`` names, if set."""
+    path = os.environ.get(CREDENTIALS_ENV)
+    if not path:
+        return None, None
+    stored = json.loads(Path(path).read_text())
+    return stored["user"], stored["password"]
 
 
 def connected_url(client: Client) -> str | None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from ama import natsconf, plan as plans
 from ama.addresses import parse_networks
 from ama.geo import GeoDatabase
+from ama.natsutil import CREDENTIALS_ENV
 
 log = logging.getLogger("ama.up")
 
@@ -48,6 +49,7 @@ class Child:
     argv: list[str]
     health_url: str
     log_path: Path
+    credentials: Path | None = None
     process: subprocess.Popen | None = None
     reported_exit: bool = False
 
@@ -114,6 +116,7 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
     """List every process of the cluster, in start order, and write the NATS configurations."""
     routing_args = routing_args or []
     nats_binary = natsconf.find_binary()
+    credentials = natsconf.create_credentials(data_dir / "credentials")
     python = sys.executable
     plan_path = str(data_dir / "plan.json")
     logs = data_dir / "logs"
@@ -123,21 +126,22 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
         for server in region["nats"]:
             config_path = data_dir / "nats" / f"{server['name']}.conf"
             config_path.parent.mkdir(exist_ok=True)
-            config_path.write_text(natsconf.render(view, region["name"], server, data_dir / "nats" / server["name"]))
+            config_path.write_text(natsconf.render(view, region["name"], server, data_dir / "nats" / server["name"], credentials))
+            os.chmod(config_path, 0o600)
             health = f"http://{view.host}:{server['monitor_port']}/healthz"
             children.append(Child(server["name"], "nats", region["name"], [nats_binary, "-c", str(config_path)], health, logs / f"{server['name']}.log"))
     core = view.plan["core"]
     children.append(Child(
         core["name"], "core", view.plan["core_region"],
         [python, "-m", "core.main", "--plan", plan_path, "--data-dir", str(data_dir / "core"), *routing_args],
-        view.core_url() + "/healthz", logs / f"{core['name']}.log",
+        view.core_url() + "/healthz", logs / f"{core['name']}.log", credentials["core"],
     ))
     for kind, key, module, extra in (("region", "region_services", "region.main", []), ("edge", "edges", "edge.main", routing_args)):
         for region in view.plan["regions"]:
             for node in region[key]:
                 health = f"http://{view.host}:{node['http_port']}/healthz"
                 argv = [python, "-m", module, "--plan", plan_path, "--name", node["name"], *extra]
-                children.append(Child(node["name"], kind, region["name"], argv, health, logs / f"{node['name']}.log"))
+                children.append(Child(node["name"], kind, region["name"], argv, health, logs / f"{node['name']}.log", credentials[kind]))
     return children
 
 
@@ -157,8 +161,11 @@ def _detach_from_terminal() -> None:
 def start(child: Child) -> None:
     log_file = open(child.log_path, "ab")
     try:
+        environment = dict(os.environ)
+        if child.credentials is not None:
+            environment[CREDENTIALS_ENV] = str(child.credentials)
         child.process = subprocess.Popen(
-            child.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_detach_from_terminal
+            child.argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_detach_from_terminal, env=environment
         )
     finally:
         log_file.close()

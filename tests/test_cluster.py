@@ -57,6 +57,30 @@ def test_cluster_json_lists_live_processes(up):
         assert pid_alive(pid), pid
 
 
+async def test_nats_enforces_service_permissions(up):
+    """An edge's credentials cannot publish the core's watermark or touch the JetStream API; no credentials, no connection."""
+    import nats
+
+    url = up.info["regions"][next(iter(up.info["regions"]))]["nats"][0]
+    with pytest.raises(Exception):
+        await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    edge_user = json.loads((up.data_dir / "credentials" / "edge.json").read_text())
+    errors = []
+
+    async def on_error(exc):
+        errors.append(str(exc))
+
+    nc = await nats.connect(url, user=edge_user["user"], password=edge_user["password"], error_cb=on_error, allow_reconnect=False)
+    try:
+        await nc.publish("ama.wm.someroom", b"forged watermark")
+        await nc.publish("$JS.API.STREAM.DELETE.AMA_UPD_US_EAST", b"")
+        await nc.flush()
+        await asyncio.sleep(0.5)
+    finally:
+        await nc.close()
+    assert len([error for error in errors if "ermissions" in error]) == 2, errors
+
+
 def test_ports_avoid_default_nats_port(up):
     urls = [url for region in up.info["regions"].values() for url in region["nats"] + region["edges"]]
     assert all(":4222" not in url for url in urls)
@@ -305,6 +329,7 @@ def start_core_like(process: UpProcess):
     core = subprocess.Popen(
         [sys.executable, "-m", "core.main", "--plan", str(data_dir / "plan.json"), "--data-dir", str(data_dir / "core")],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env={**os.environ, "AMA_NATS_CREDENTIALS": str(data_dir / "credentials" / "core.json")},
     )
     log.close()
     deadline = time.monotonic() + 30
@@ -319,7 +344,7 @@ def start_core_like(process: UpProcess):
     raise RuntimeError("the restarted core did not become ready in 30 s")
 
 
-async def test_region_repairs_update_missing_from_streams(cluster):
+async def test_region_repairs_update_missing_from_streams(up, cluster):
     """An update that fanned out but reached no stream is stored by a region's repair."""
     import nats
 
@@ -334,7 +359,8 @@ async def test_region_repairs_update_missing_from_streams(cluster):
     question = "0b5e7c2e-0a7e-4f57-9a55-3f7d6a3f1c01"
     applied = ghost.apply_intent(Ask(question, "Asked by an edge that died before its stream stored it"), Actor("u_ghost", "audience", "Ghost"), int(time.time() * 1000))
     region = cluster.regions()[0]
-    nc = await nats.connect(cluster.info["regions"][region]["nats"][0])
+    edge_user = json.loads((up.data_dir / "credentials" / "edge.json").read_text())
+    nc = await nats.connect(cluster.info["regions"][region]["nats"][0], user=edge_user["user"], password=edge_user["password"])
     try:
         # No stream captures a region named "nowhere": the update fans out to
         # every replica, but the core never reads it from a stream.

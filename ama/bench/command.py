@@ -35,7 +35,7 @@ DEFAULTS = {
     "fanout": {"watchers": (5000, 5000), "voters": (100, 200), "rate": (200.0, 200.0), "duration": (5.0, 30.0)},
     "connect": {"connections": (2000, 5000)},
     "cross-region": {"watchers": (600, 3000), "voters": (50, 100), "rate": (50.0, 100.0), "duration": (5.0, 20.0)},
-    "ingest": {"updates": (5000, 50000)},
+    "ingest": {"updates": (20000, 200000)},
     "crdt": {"votes": (50000, 500000)},
 }
 NOT_APPLICABLE = {
@@ -217,7 +217,7 @@ def execute(args, settings: dict, peers: list[str], progress, time_limit: float)
 
 def run_system(name: str, scenario: str, settings: dict, args, pool, server_cpus, client_cpus, progress, extra: dict) -> dict:
     """Start one system, pin it, run the scenario once, stop it; return its figures (or an error entry)."""
-    system = make_system(name, progress, args.cluster)
+    system = make_system(name, progress, args.cluster, args.out)
     run = Run(
         watchers=int(settings.get("watchers", 0)), voters=int(settings.get("voters", 0)), rate=float(settings.get("rate", 0)),
         duration_s=float(settings.get("duration", 0)), connections=int(settings.get("connections", 0)), steps=args.steps,

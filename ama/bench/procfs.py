@@ -50,6 +50,15 @@ def cpu_jiffies(cpu: int) -> dict[str, int]:
     raise OSError(f"cpu{cpu} not found in /proc/stat")
 
 
+def listen_overflows() -> int:
+    """Return this machine's TcpExt ListenOverflows counter (/proc/net/netstat): SYNs dropped because an accept queue was full."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split()[1:], values.split()[1:]))["ListenOverflows"])
+    raise OSError("no TcpExt line in /proc/net/netstat")
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Set the CPU affinity of every thread of ``pid`` (like ``taskset -a -p``); new threads inherit it."""
     for task in Path(f"/proc/{pid}/task").iterdir():

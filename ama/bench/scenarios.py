@@ -388,9 +388,11 @@ def run_connect(system, pool: WorkerPool, run: Run) -> dict:
     setup = system.prepare(0, run.connections, 0)
     prime_room(pool, setup, run)
     window = Window(system.server_pid, pool, run.server_cpu)
+    overflows = procfs.listen_overflows()
     window.start()
     result = open_spread(pool, "storm", setup.dialect, setup.watcher_urls, setup.watcher_tokens, run.connections, run, watch=False)
     measured = window.stop()
+    overflows = procfs.listen_overflows() - overflows
     pool.call_all("close", 60)
     elapsed = result["elapsed_s"]
     cpu = measured["server_cpu_s"]
@@ -408,6 +410,8 @@ def run_connect(system, pool: WorkerPool, run: Run) -> dict:
         "server_cpu_ms_per_connection": round(cpu * 1000 / result["opened"], 3) if cpu and result["opened"] else None,
         "connect_p50_ms": round(connect_ms.percentile(50), 2) if connect_ms.count else None,
         "connect_p99_ms": round(connect_ms.percentile(99), 2) if connect_ms.count else None,
+        # Machine-wide: SYNs dropped on a full accept queue; each costs the client a 1 s retransmission.
+        "listen_overflows": overflows,
         "client_cpu_share": round(client_share(measured, run, pool), 2),
         "server_cpu_busy_share": measured.get("server_cpu_busy_share"),
         "server_cpu_softirq_share": measured.get("server_cpu_softirq_share"),

@@ -105,7 +105,8 @@ class AmaCluster:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not cluster_json.exists():
             if self.process.poll() is not None:
-                raise ServerSetupError(f"ama up exited with code {self.process.returncode}; see {log_path}")
+                tail = log_path.read_text(errors="replace")[-1500:]
+                raise ServerSetupError(f"ama up exited with code {self.process.returncode}; see {log_path}:\n{tail}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise ServerSetupError(f"ama up was not ready within {START_TIMEOUT_S:.0f} s; see {log_path}")

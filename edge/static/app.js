@@ -20,8 +20,8 @@ const BACKOFF_BASE_MS = 250;
 const BACKOFF_CAP_MS = 10000;
 const WELCOME_TIMEOUT_MS = 10000;
 // While connected to an edge other than connection.urls[0], the page probes
-// urls[0] this often and moves back once it answers. Each move that fails
-// before its welcome doubles the wait, up to the maximum.
+// urls[0] this often and moves back once a probe socket opens. Each move that
+// fails before its welcome doubles the wait, up to the maximum.
 const HOME_PROBE_INTERVAL_MS = 15000;
 const HOME_PROBE_MAX_INTERVAL_MS = 240000;
 const HOME_PROBE_TIMEOUT_MS = 5000;
@@ -117,7 +117,7 @@ const ui = {
   renderScheduled: false,
   settingsEdited: false,
   settingsMessage: "",
-  // "error", "success" or "" (a plain note), for the style of settingsMessage.
+  // Style of settingsMessage: "error", "success", or "" for a plain note.
   settingsMessageKind: "",
   settingsMessageTimer: null,
   toastTimer: null,
@@ -713,12 +713,12 @@ function stopHomeProbe() {
   }
 }
 
-// Leave the current edge for urls[0]. The hello still carries last_seq, which
-// the home edge cannot resume from, so it sends a snapshot; the welcome
-// resends the outbox as after any reconnect.
+// Leave the current edge for urls[0] through the normal connect path. The
+// hello still carries last_seq, which the home edge cannot resume from, so it
+// sends a snapshot. The welcome resends the outbox as after any reconnect.
 function moveHome() {
   const socket = connection.socket;
-  console.info(`The home edge ${connection.urls[0]} answers again; moving there from ${socket.url}.`);
+  console.info(`The home edge ${connection.urls[0]} accepts sockets again; moving there from ${socket.url}.`);
   // Detach the socket first so that handleClose ignores its close.
   connection.socket = null;
   connection.welcomed = false;
@@ -773,7 +773,7 @@ function handleWelcome(frame) {
   scheduleHomeProbe();
 }
 
-// The edge joins the room named in the token, whatever the address bar says.
+// The edge joins the room named in the token, whatever room the address names.
 // Showing that room under this address would swap rooms without notice, so
 // the page stops before it shows or sends anything.
 function rejectOtherRoom(tokenRoom) {
@@ -1497,7 +1497,7 @@ function updateDownvoteButton(card, question, myVote, votable) {
   }
   button.hidden = question.down === 0;
   if (myVote === -1) {
-    const title = "Downvotes are off in this room; select to remove your downvote";
+    const title = "Downvotes are off in this room. Select to remove your downvote.";
     updateVoteButton(button, true, votable, `Remove your downvote, ${question.down} down`, title);
   } else {
     const title = "Downvotes are off in this room";
