@@ -20,13 +20,13 @@ MIN_NATS_VERSION = (2, 10)
 # received (allow_responses) and read replies to its own (_INBOX.>).
 PERMISSIONS: dict[str, dict] = {
     "edge": {
-        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.edge.*", "ama.core.wm.*", "ama.core.load.*"]},
+        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.edge.*", "ama.core.wm.*"]},
         "subscribe": {"allow": ["ama.upd.*.*", "ama.wm.*", "ama.health.>", "_INBOX.>"]},
         "allow_responses": True,
     },
     "region": {
         # The JetStream API subjects of the plan's streams are added by permissions_for.
-        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.region.*", "ama.core.load.*", "ama.core.wm.*", "$JS.API.INFO"]},
+        "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.region.*", "ama.core.load.*", "$JS.API.INFO"]},
         "subscribe": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.wm.*", "ama.health.>", "_INBOX.>"]},
         "allow_responses": True,
     },

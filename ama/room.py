@@ -215,13 +215,15 @@ class Room:
 
     # -- creating a room ---------------------------------------------------
 
-    def create(self, title: str, now_ms: int) -> bytes:
-        """Write the room's first state (title and creation time) and return the update."""
+    def create(self, title: str, now_ms: int, host_user: str | None = None) -> bytes:
+        """Write the room's first state (title, creation time, host) and return the update."""
         title = normalize_text(title, "title", MAX_TITLE_LENGTH)
         with self.doc.transaction():
             self.meta["title"] = title
             self.meta["created_at"] = now_ms
             self.meta["pinned"] = ""
+            if host_user is not None:
+                self.meta["host"] = host_user
         return self._take_local_update()
 
     # -- intents -----------------------------------------------------------
@@ -326,6 +328,8 @@ class Room:
             raise FrameError("forbidden", "Only moderators and hosts can ban users.", intent.id)
         if intent.user == actor.user_id:
             raise FrameError("invalid_ban", "You cannot ban yourself.", intent.id)
+        if intent.user == self.meta.get("host"):
+            raise FrameError("invalid_ban", "The room's host cannot be banned.", intent.id)
 
         def write(now_ms: int) -> None:
             self.bans[intent.user] = intent.banned

@@ -51,11 +51,13 @@ class Claims:
     expires_at: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class SigningKey:
     key_id: str
     key: Ed25519PrivateKey
     created_at: int
+    # When a newer key replaced this one for signing; None while it signs.
+    retired_at: int | None = None
 
 
 class Signer:
@@ -87,16 +89,25 @@ class Signer:
         stored = json.loads(path.read_text())
         entries = stored["keys"] if "keys" in stored else [{**stored, "created_at": 0}]
         keys = [
-            SigningKey(entry["kid"], serialization.load_pem_private_key(entry["pem"].encode(), password=None), int(entry["created_at"]))
+            SigningKey(
+                entry["kid"], serialization.load_pem_private_key(entry["pem"].encode(), password=None),
+                int(entry["created_at"]), entry.get("retired_at"),
+            )
             for entry in entries
         ]
         return cls(keys, path)
 
     def rotate(self, now: float | None = None) -> str:
-        """Add a new signing key, drop keys older than the retention, save, and return the new key id."""
+        """Add a new signing key, retire the current one, save, and return the new key id.
+
+        A retired key stays for ``KEY_RETENTION_S`` after it stopped signing,
+        so every token it signed can still be verified and refreshed.
+        """
         now = time.time() if now is None else now
+        self.keys[-1].retired_at = int(now)
         fresh = _new_key(now)
-        self.keys = [entry for entry in self.keys if now - entry.created_at < KEY_RETENTION_S] + [fresh]
+        kept = [entry for entry in self.keys if entry.retired_at is None or now - entry.retired_at < KEY_RETENTION_S]
+        self.keys = kept + [fresh]
         self._save()
         return fresh.key_id
 
@@ -105,6 +116,7 @@ class Signer:
             {
                 "kid": entry.key_id,
                 "created_at": entry.created_at,
+                "retired_at": entry.retired_at,
                 "pem": entry.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
             }
             for entry in self.keys

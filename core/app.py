@@ -93,7 +93,7 @@ def build_app(state: CoreState) -> Starlette:
         code = new_code()
         replica = Replica(Room(room_id))
         created = now_ms()
-        genesis = replica.room.create(title, created)
+        genesis = replica.room.create(title, created, host_user)
         message = replica.publishable(genesis)
         record = RoomRecord(room_id, title, normalize_code(code), host_user, created)
         try:
@@ -168,8 +168,10 @@ def build_app(state: CoreState) -> Starlette:
 
     async def rotate_key(request: Request) -> JSONResponse:
         token = _bearer(request)
-        if token is None or not hmac.compare_digest(token.encode(), state.admin_token.encode()):
-            raise ApiError(401 if token is None else 403, "forbidden", "Only the admin token can rotate the signing key.")
+        if token is None:
+            raise ApiError(401, "missing_token", "Send 'Authorization: Bearer TOKEN' with the admin token.")
+        if not hmac.compare_digest(token.encode(), state.admin_token.encode()):
+            raise ApiError(403, "forbidden", "Only the admin token can rotate the signing key.")
         key_id = state.signer.rotate()
         state.verifier.load(state.signer.jwks())
         log.info("signing key rotated kid=%s keys=%d", key_id, len(state.signer.keys))

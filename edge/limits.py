@@ -72,12 +72,13 @@ class AddressCounter:
     limit: int = MAX_SOCKETS_PER_ADDRESS
     open: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def acquire(self, address: str) -> bool:
+    def has_room(self, address: str) -> bool:
+        """Tell whether one more socket from ``address`` stays within the cap."""
         parsed = parse_address(address)
-        if self.open[address] >= self.limit and not (parsed is not None and parsed.is_loopback):
-            return False
+        return self.open.get(address, 0) < self.limit or (parsed is not None and parsed.is_loopback)
+
+    def acquire(self, address: str) -> None:
         self.open[address] += 1
-        return True
 
     def release(self, address: str) -> None:
         self.open[address] -= 1

@@ -114,7 +114,9 @@ class EdgeRoom:
         self.sync_needed = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self.subscriptions = []
-        self.idle_since: float | None = None
+        # A room with no sockets counts as idle from the start, so one whose
+        # opening outlasted its client's wait still gets closed.
+        self.idle_since: float | None = time.monotonic()
 
     @property
     def room(self) -> Room:

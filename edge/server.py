@@ -15,8 +15,8 @@ Connection lifecycle: AWAITING_HELLO -> JOINED -> CLOSED. Close codes
 * 1003 unsupported data: a binary frame instead of ``hello``.
 * 1007 invalid frame payload data: a text frame that is not UTF-8 (sent by
   the websockets library).
-* 1008 policy violation: no ``hello`` in time, or a token that is invalid,
-  expired or for another room.
+* 1008 policy violation: no ``hello`` in time, or a token that is invalid
+  or expired.
 * 1009 message too big: a frame over ``MAX_FRAME_BYTES`` (sent by the
   websockets library before the frame is read).
 * 1011 internal error: the room could not be opened.
@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ama.intents import MAX_FRAME_BYTES, FrameError, Hello, decode_frame
 from ama.room import Actor
-from ama.tokens import TokenError
+from ama.tokens import CLOCK_SKEW_S, TokenError
 from edge.limits import MAX_REJECTED_IN_A_ROW, MAX_SOCKETS_PER_ADDRESS, AddressCounter, IntentLimiter
 from edge.node import EdgeNode
 from edge.rooms import Client
@@ -129,7 +129,7 @@ class Endpoint:
             log.warning("refused an upgrade from origin=%s", origin[:200])
             return connection.respond(HTTPStatus.FORBIDDEN, "This origin may not open sockets here; open the page from an AMA Mesh edge.\n")
         address = self.client_address(connection, request)
-        if not self.addresses.acquire(address):
+        if not self.addresses.has_room(address):
             log.warning("refused an upgrade from client_ip=%s: over %d open sockets", address, self.addresses.limit)
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many open connections from your address; close some and retry.\n")
         connection.client_ip = address
@@ -142,6 +142,9 @@ class Endpoint:
     async def handle(self, websocket: ServerConnection) -> None:
         conn_id = f"{self.node.name}-{next(_conn_ids)}"
         address = getattr(websocket, "client_ip", "unknown")
+        # The slot is taken only once the handshake succeeded: a failed
+        # handshake never reaches this handler, so it could not give it back.
+        self.addresses.acquire(address)
         try:
             if not self.admission.admit(time.monotonic(), len(self.connections)):
                 log.warning("conn=%s refused with 1013: connections=%d over the cap or admission rate", conn_id, len(self.connections))
@@ -232,7 +235,7 @@ class Endpoint:
             frame = decode_frame(data)
             if isinstance(frame, Hello):
                 raise FrameError("already_joined", "This socket has joined already; open a new socket to change rooms.")
-            if time.time() >= expires_at:
+            if time.time() >= expires_at + CLOCK_SKEW_S:
                 raise FrameError("token_expired", "Your token has expired; refresh it or join the room again, then resend.", frame.id)
             room.submit(client, frame)
         except FrameError as exc:

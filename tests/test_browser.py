@@ -89,3 +89,61 @@ def test_host_hides_question_for_audience(browser, cluster):
 
     playwright.expect(audience.get_by_test_id("question").filter(has_text="Please hide me")).to_have_count(0, timeout=WAIT_MS)
     playwright.expect(on_host.get_by_test_id("status")).to_contain_text("hidden", timeout=WAIT_MS)
+
+
+def test_moderator_invite_and_ban(browser, cluster):
+    room = cluster.create_room("Browser bans")
+    # One edge serves all three pages, so the audience's edge has the ban as
+    # soon as the moderator's intent is committed.
+    region = cluster.regions()[0]
+    edge = edge_page(cluster, region)
+    host = browser.new_context().new_page()
+    host_errors = []
+    host.on("pageerror", lambda error: host_errors.append(str(error)))
+    host.goto(edge + "/?room={room}#token={host_token}".format(**room))
+    playwright.expect(host.get_by_test_id("role")).to_contain_text("host", timeout=WAIT_MS)
+
+    host.get_by_text("Room settings").click()
+    host.get_by_test_id("invite-moderator").click()
+    code = host.get_by_test_id("moderator-code")
+    playwright.expect(code).not_to_be_empty(timeout=WAIT_MS)
+    moderator_link = host.get_by_test_id("moderator-link").input_value()
+    assert moderator_link == f"{edge}/?room={room['room']}&code={code.text_content()}"
+
+    moderator, moderator_errors = join(browser, moderator_link, "Mia", region)
+    playwright.expect(moderator.get_by_test_id("role")).to_contain_text("moderator")
+    moderator.on("dialog", lambda dialog: dialog.accept())
+    audience, audience_errors = join(browser, edge + "/?room={room}&code={code}".format(**room), "Trudy", region)
+
+    audience.get_by_test_id("ask-text").fill("A question before the ban")
+    audience.get_by_test_id("ask-submit").click()
+    on_moderator = moderator.get_by_test_id("question").filter(has_text="A question before the ban")
+    playwright.expect(on_moderator).to_have_count(1, timeout=WAIT_MS)
+    own_question = moderator.get_by_test_id("question").filter(has_text="The moderator's own question")
+    moderator.get_by_test_id("ask-text").fill("The moderator's own question")
+    moderator.get_by_test_id("ask-submit").click()
+    playwright.expect(own_question).to_have_count(1, timeout=WAIT_MS)
+    playwright.expect(own_question.get_by_test_id("moderate-ban")).to_be_hidden()
+
+    on_moderator.get_by_test_id("moderate-ban").click()
+    banned = moderator.get_by_test_id("banned-user")
+    playwright.expect(banned).to_have_count(1, timeout=WAIT_MS)
+    playwright.expect(banned).to_contain_text("Trudy")
+    playwright.expect(banned).to_contain_text("banned", timeout=WAIT_MS)
+    playwright.expect(banned.get_by_test_id("unban")).to_be_enabled(timeout=WAIT_MS)
+    playwright.expect(on_moderator.get_by_test_id("moderate-ban")).to_be_hidden()
+
+    audience.get_by_test_id("ask-text").fill("A question after the ban")
+    audience.get_by_test_id("ask-submit").click()
+    playwright.expect(audience.get_by_test_id("error-message")).to_contain_text("banned", timeout=WAIT_MS)
+    playwright.expect(moderator.get_by_test_id("question").filter(has_text="A question after the ban")).to_have_count(0)
+
+    banned.get_by_test_id("unban").click()
+    playwright.expect(banned).to_have_count(0, timeout=WAIT_MS)
+    audience.get_by_test_id("ask-text").fill("A question after the unban")
+    audience.get_by_test_id("ask-submit").click()
+    after_unban = moderator.get_by_test_id("question").filter(has_text="A question after the unban")
+    playwright.expect(after_unban).to_have_count(1, timeout=WAIT_MS)
+    assert host_errors == []
+    assert moderator_errors == []
+    assert audience_errors == []

@@ -333,13 +333,25 @@ def test_rotation_survives_reload(tmp_path):
     assert [key["kid"] for key in reloaded.jwks()["keys"]] == [key["kid"] for key in signer.jwks()["keys"]]
 
 
-def test_rotation_drops_keys_past_retention(tmp_path):
+def test_rotation_drops_keys_retired_past_retention(tmp_path):
+    signer = Signer.load_or_create(tmp_path / "signing.json")
+    first = signer.key_id
+    now = time.time()
+
+    signer.rotate(now=now)
+    assert first in {key["kid"] for key in signer.jwks()["keys"]}
+
+    signer.rotate(now=now + KEY_RETENTION_S + 1)
+    assert first not in {key["kid"] for key in signer.jwks()["keys"]}
+
+
+def test_rotation_keeps_long_lived_key_just_retired(tmp_path):
     signer = Signer.load_or_create(tmp_path / "signing.json")
     first = signer.key_id
 
-    signer.rotate(now=time.time() + KEY_RETENTION_S + 1)
+    signer.rotate(now=time.time() + 10 * KEY_RETENTION_S)
 
-    assert first not in {key["kid"] for key in signer.jwks()["keys"]}
+    assert first in {key["kid"] for key in signer.jwks()["keys"]}
 
 
 def test_load_or_create_key_file_private(tmp_path):

@@ -13,6 +13,12 @@
  * Rendering is batched: state changes mark questions dirty, and one render
  * pass per frame updates their cached elements in place and reorders the
  * list only when the order changed.
+ *
+ * Text that users wrote (question text, author names, the room title) goes
+ * only into elements with dir="auto" that app.css isolates, so bidirectional
+ * control characters in it cannot reorder the counts, badges and buttons
+ * around it. Plain-text places without CSS, such as the tab title and
+ * confirm() prompts, wrap it in FSI and PDI instead (see isolateText).
  */
 "use strict";
 
@@ -26,10 +32,13 @@ const HOME_PROBE_INTERVAL_MS = 15000;
 const HOME_PROBE_MAX_INTERVAL_MS = 240000;
 const HOME_PROBE_TIMEOUT_MS = 5000;
 const SETTINGS_SAVED_DURATION_MS = 5000;
+const COPIED_DURATION_MS = 5000;
 const TOAST_DURATION_MS = 10000;
 const TIME_REFRESH_MS = 30000;
 const DEFAULT_MAX_QUESTION_LENGTH = 300;
 const QUESTION_LENGTH_RANGE = [10, 2000];
+// Characters of question text that name an anonymous author in the ban list.
+const BAN_LABEL_EXCERPT_LENGTH = 40;
 
 const TOKEN_ERROR_CODES = new Set(["invalid_token", "token_expired"]);
 const STAFF_ROLES = new Set(["moderator", "host"]);
@@ -87,6 +96,14 @@ const state = {
   acceptedIntents: new Set(),
   sort: "popular",
   statusFilter: "all",
+  // User ids whose ban from this page the room committed, minus those this
+  // page unbanned since. The room does not send its own ban list.
+  bannedUsers: new Set(),
+  // User id -> the label to show for that user in the ban list.
+  banLabels: new Map(),
+  // The room's message from the last intent rejected with code "banned",
+  // until an intent of this user commits again.
+  bannedMessage: "",
 };
 
 const connection = {
@@ -120,6 +137,7 @@ const ui = {
   // Style of settingsMessage: "error", "success", or "" for a plain note.
   settingsMessageKind: "",
   settingsMessageTimer: null,
+  inviteStatusTimer: null,
   toastTimer: null,
 };
 
@@ -151,7 +169,8 @@ function findElements() {
     "composer-note", "pending-asks", "host-settings", "settings-form", "settings-title",
     "settings-max-length", "settings-status", "question-count", "status-filter-field",
     "status-filter", "pending-badge", "question-list", "empty-note", "toast", "toast-message-slot",
-    "error-message", "toast-dismiss", "question-template",
+    "error-message", "toast-dismiss", "question-template", "invite-moderator", "invite-status",
+    "invite-result", "moderator-code", "moderator-link", "copy-moderator-link", "ban-list-panel", "ban-list",
   ];
   for (const id of ids) {
     dom[toCamelCase(id)] = document.getElementById(id);
@@ -172,6 +191,9 @@ function bindEvents() {
   dom.statusFilter.addEventListener("change", handleFilterChange);
   dom.pendingBadge.addEventListener("click", showPendingQuestions);
   dom.toastDismiss.addEventListener("click", clearError);
+  dom.inviteModerator.addEventListener("click", handleInviteClick);
+  dom.copyModeratorLink.addEventListener("click", copyModeratorLink);
+  dom.banList.addEventListener("click", handleBanListClick);
   window.addEventListener("online", reconnectNow);
   for (const button of dom.sortButtons) {
     button.addEventListener("click", () => setSort(button.dataset.sort));
@@ -194,11 +216,31 @@ async function openFromLink(link) {
     return;
   }
   const stored = link.room ? loadStoredSession(link.room) : null;
-  if (stored) {
+  if (stored && !isOtherCode(link.code, stored.code)) {
     startSession(link.room, stored.token, stored.edges, "storage");
     return;
   }
+  // A link with another code, such as a moderator invitation opened where
+  // the user joined as audience, needs a new join to get that code's role.
+  // The old token goes along, so the user id and its votes stay.
+  if (stored) {
+    state.previousToken = stored.token;
+  }
   showJoinView(link);
+}
+
+// Tell whether the link's code differs from the code the stored session
+// joined with, compared as the core compares codes: letters and digits only,
+// case-insensitive. A session stored without its code matches any code.
+function isOtherCode(linkCode, storedCode) {
+  if (!linkCode || !storedCode) {
+    return false;
+  }
+  return normalizeCode(linkCode) !== normalizeCode(storedCode);
+}
+
+function normalizeCode(code) {
+  return code.toUpperCase().replace(/[^\p{L}\p{N}]/gu, "");
 }
 
 // Ask this edge for every edge, nearest first; a staff link has no join
@@ -291,8 +333,8 @@ async function handleJoinSubmit(event) {
   clearError();
   try {
     const joined = await requestJoin(roomId, code, name);
-    storeSession(joined.room, joined.token, joined.edges);
-    setAddressRoom(joined.room);
+    storeSession(joined.room, joined.token, joined.edges, code);
+    setAddressRoom(joined.room, code);
     startSession(joined.room, joined.token, joined.edges, "storage");
   } catch (error) {
     showError(error.message);
@@ -340,6 +382,9 @@ async function readJsonBody(response) {
 }
 
 function startSession(roomId, token, edgeUrls, tokenSource) {
+  if (roomId !== state.roomId) {
+    resetStaffTools();
+  }
   state.roomId = roomId;
   state.token = token;
   state.tokenSource = tokenSource;
@@ -426,10 +471,15 @@ async function refreshToken(roomId, token) {
 // Stored sessions and the address bar
 // ---------------------------------------------------------------------------
 
-function storeSession(roomId, token, edges) {
+// Store the session of a room. Without `code` the stored code stays, as when
+// a refreshed token replaces an expired one.
+function storeSession(roomId, token, edges, code) {
   try {
     localStorage.setItem(`ama.token.${roomId}`, token);
     localStorage.setItem(`ama.edges.${roomId}`, JSON.stringify(edges));
+    if (code !== undefined) {
+      localStorage.setItem(`ama.code.${roomId}`, code);
+    }
   } catch (error) {
     console.warn(`Storing the session of room ${roomId} failed (${error.message}); a reload will ask to join again.`);
   }
@@ -443,7 +493,8 @@ function loadStoredSession(roomId) {
     }
     const edges = JSON.parse(localStorage.getItem(`ama.edges.${roomId}`) || "[]");
     const urls = Array.isArray(edges) ? edges.filter((edge) => typeof edge === "string" && edge) : [];
-    return { token, edges: urls.length ? urls : [state.config.ws] };
+    const code = localStorage.getItem(`ama.code.${roomId}`) || "";
+    return { token, edges: urls.length ? urls : [state.config.ws], code };
   } catch (error) {
     console.warn(`Reading the stored session of room ${roomId} failed (${error.message}).`);
     return null;
@@ -454,14 +505,18 @@ function forgetSession(roomId) {
   try {
     localStorage.removeItem(`ama.token.${roomId}`);
     localStorage.removeItem(`ama.edges.${roomId}`);
+    localStorage.removeItem(`ama.code.${roomId}`);
   } catch (error) {
     console.warn(`Removing the stored session of room ${roomId} failed (${error.message}).`);
   }
 }
 
-function setAddressRoom(roomId) {
+// Put the room and the code the user joined with into the address, so that
+// a reload finds the stored session of that code.
+function setAddressRoom(roomId, code) {
   const url = new URL(location.href);
   url.searchParams.set("room", roomId);
+  url.searchParams.set("code", code);
   history.replaceState(null, "", url);
 }
 
@@ -840,6 +895,10 @@ function handleAck(frame) {
     if (intent.type === "vote") {
       setMyVote(intent.question, intent.value);
     }
+    if (intent.type === "ban") {
+      recordBan(intent);
+    }
+    clearBannedMessage();
     dropIntent(frame.id);
     if (intent.type === "settings" && !hasOutstandingSettings()) {
       showSettingsMessage("Settings saved", "success", SETTINGS_SAVED_DURATION_MS);
@@ -853,6 +912,10 @@ function handleErrorFrame(frame) {
     return;
   }
   const message = frame.message || `The edge reported an error (${frame.code}).`;
+  if (frame.code === "banned") {
+    state.bannedMessage = message;
+    ui.roomDirty = true;
+  }
   const intent = frame.id ? dropIntent(frame.id) : null;
   restoreRejectedQuestion(intent);
   if (intent?.type === "settings") {
@@ -912,6 +975,7 @@ function setRole(role) {
   document.body.classList.toggle("is-host", role === "host");
   dom.statusFilterField.hidden = !staff;
   dom.hostSettings.hidden = role !== "host";
+  ui.outboxDirty = true;
   if (!staff) {
     state.statusFilter = "all";
     dom.statusFilter.value = "all";
@@ -1006,6 +1070,9 @@ function markIntentDirty(intent) {
   if (intent.question) {
     markQuestionDirty(intent.question);
   }
+  if (intent.type === "ban") {
+    markAuthorQuestionsDirty(intent.user);
+  }
   scheduleRender();
 }
 
@@ -1064,6 +1131,8 @@ function handleQuestionClick(event) {
     vote(questionId, Number(button.dataset.vote));
   } else if (button.dataset.action) {
     moderate(questionId, button.dataset.action);
+  } else if (button.hasAttribute("data-ban-author")) {
+    banAuthor(questionId);
   }
 }
 
@@ -1101,7 +1170,9 @@ function updateComposer() {
   dom.anonymousOption.hidden = !state.room?.anonymous_allowed;
 
   let note = "";
-  if (blocked) {
+  if (state.bannedMessage) {
+    note = state.bannedMessage;
+  } else if (blocked) {
     note = "The host has closed questions. You can still vote.";
   } else if (closed) {
     note = "Questions are closed to the audience; as staff you can still ask.";
@@ -1215,6 +1286,259 @@ function hasOutstandingSettings() {
 }
 
 // ---------------------------------------------------------------------------
+// Bans
+// ---------------------------------------------------------------------------
+//
+// Staff views of questions carry author_id. A ban is an intent like any
+// other, so it waits in the outbox until the room commits or rejects it. The
+// room does not send its ban list, so this page lists only the bans it made
+// itself, and only until the page reloads.
+
+function banAuthor(questionId) {
+  const question = state.questions.get(questionId);
+  if (!question || !canBanAuthor(question)) {
+    return;
+  }
+  const label = banLabel(question);
+  const prompt = `Ban ${isolateText(label)}? They can still read this room, but cannot ask, vote or moderate until you unban them.`;
+  if (!confirm(prompt)) {
+    return;
+  }
+  state.banLabels.set(question.author_id, label);
+  submitIntent({ type: "ban", user: question.author_id, banned: true });
+}
+
+function unbanUser(userId) {
+  if (outstandingBan(userId)) {
+    return;
+  }
+  submitIntent({ type: "ban", user: userId, banned: false });
+}
+
+function canBanAuthor(question) {
+  const authorId = question.author_id;
+  return typeof authorId === "string" && authorId !== "" && authorId !== state.user && !isBannedHere(authorId);
+}
+
+// Name an anonymous author by the start of their question, because staff
+// have no other way to tell anonymous authors apart.
+function banLabel(question) {
+  if (question.author != null) {
+    return question.author;
+  }
+  const characters = [...question.text];
+  const excerpt = characters.slice(0, BAN_LABEL_EXCERPT_LENGTH).join("");
+  const ellipsis = characters.length > BAN_LABEL_EXCERPT_LENGTH ? "…" : "";
+  return `the anonymous author of "${excerpt}${ellipsis}"`;
+}
+
+// Tell whether this page has banned the user. The latest ban intent still in
+// the outbox decides, else the bans the room committed.
+function isBannedHere(userId) {
+  const pending = outstandingBan(userId);
+  return pending ? pending.banned : state.bannedUsers.has(userId);
+}
+
+function outstandingBan(userId) {
+  let latest = null;
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "ban" && frame.user === userId) {
+      latest = frame;
+    }
+  }
+  return latest;
+}
+
+function recordBan(intent) {
+  if (intent.banned) {
+    state.bannedUsers.add(intent.user);
+  } else {
+    state.bannedUsers.delete(intent.user);
+  }
+}
+
+function markAuthorQuestionsDirty(userId) {
+  for (const question of state.questions.values()) {
+    if (question.author_id === userId) {
+      markQuestionDirty(question.id);
+    }
+  }
+}
+
+function clearBannedMessage() {
+  if (state.bannedMessage) {
+    state.bannedMessage = "";
+    ui.roomDirty = true;
+    scheduleRender();
+  }
+}
+
+// List the committed bans and the bans and unbans still in the outbox.
+function renderBanList() {
+  const userIds = new Set(state.bannedUsers);
+  for (const frame of state.outbox.values()) {
+    if (frame.type === "ban") {
+      userIds.add(frame.user);
+    }
+  }
+  const items = [...userIds].map(createBanListItem);
+  dom.banList.replaceChildren(...items);
+  dom.banListPanel.hidden = !isStaff() || items.length === 0;
+}
+
+function createBanListItem(userId) {
+  const pending = outstandingBan(userId);
+  const item = document.createElement("li");
+  item.className = "banned-user";
+  item.dataset.testid = "banned-user";
+
+  const name = document.createElement("span");
+  name.className = "banned-user-name";
+  name.dir = "auto";
+  name.textContent = state.banLabels.get(userId) ?? userId;
+
+  const status = document.createElement("span");
+  status.className = "banned-user-status";
+  if (pending) {
+    status.textContent = pending.banned ? "banning…" : "unbanning…";
+  } else {
+    status.textContent = "banned";
+  }
+
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "button button-small";
+  button.dataset.testid = "unban";
+  button.dataset.user = userId;
+  button.textContent = "Unban";
+  button.disabled = Boolean(pending);
+
+  item.append(name, status, button);
+  return item;
+}
+
+function handleBanListClick(event) {
+  const button = event.target.closest("button[data-user]");
+  if (button) {
+    unbanUser(button.dataset.user);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Moderator invitations (host only)
+// ---------------------------------------------------------------------------
+
+async function handleInviteClick() {
+  dom.inviteModerator.disabled = true;
+  showInviteStatus("Creating a moderator code…");
+  try {
+    const code = await requestModeratorCode();
+    showModeratorInvite(code);
+    showInviteStatus("New moderator code created. Share the link only with the people who should moderate.", "success");
+  } catch (error) {
+    showInviteStatus(error.message, "error");
+  } finally {
+    dom.inviteModerator.disabled = false;
+  }
+}
+
+// Ask the core for a new moderator code. The core authorizes the request by
+// the host token. When that token has expired, the page refreshes it once and
+// repeats the request.
+async function requestModeratorCode() {
+  let { response, body } = await postModeratorCode();
+  if (response.status === 401 && body?.error?.code === "token_expired") {
+    const refreshed = await refreshToken(state.roomId, state.token);
+    if (refreshed) {
+      adoptRefreshedToken(refreshed);
+      ({ response, body } = await postModeratorCode());
+    }
+  }
+  if (!response.ok) {
+    throw new Error(body?.error?.message || `Creating a moderator code failed with HTTP status ${response.status}; try again.`);
+  }
+  if (typeof body?.code !== "string" || !body.code) {
+    throw new Error("The server's response is missing the moderator code; try again.");
+  }
+  return body.code;
+}
+
+async function postModeratorCode() {
+  const core = state.config.core.replace(/\/+$/, "");
+  const url = `${core}/v1/rooms/${encodeURIComponent(state.roomId)}/moderator-code`;
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${state.token}`, Accept: "application/json" },
+    });
+  } catch (error) {
+    throw new Error(`Could not reach the server at ${core} (${error.message}); check your connection and try again.`);
+  }
+  return { response, body: await readJsonBody(response) };
+}
+
+// Use a refreshed token from now on. The next hello sends it, and a session
+// from storage stores it again, but a token from a link is never stored.
+function adoptRefreshedToken(token) {
+  state.token = token;
+  if (state.tokenSource === "storage") {
+    storeSession(state.roomId, token, connection.urls);
+  }
+}
+
+function showModeratorInvite(code) {
+  const link = new URL("/", location.origin);
+  link.searchParams.set("room", state.roomId);
+  link.searchParams.set("code", code);
+  setText(dom.moderatorCode, code);
+  dom.moderatorLink.value = link.href;
+  dom.inviteResult.hidden = false;
+}
+
+// navigator.clipboard exists only in secure contexts and may be denied, so
+// the fallback selects the link for the user to copy.
+async function copyModeratorLink() {
+  const link = dom.moderatorLink.value;
+  if (!link) {
+    return;
+  }
+  try {
+    await navigator.clipboard.writeText(link);
+    showInviteStatus("Link copied.", "success", COPIED_DURATION_MS);
+  } catch (error) {
+    console.info(`Copying to the clipboard failed (${error.message}); selecting the link instead.`);
+    dom.moderatorLink.focus();
+    dom.moderatorLink.select();
+    showInviteStatus("Copying failed; the link is selected, so press Ctrl+C (⌘C on a Mac) to copy it.");
+  }
+}
+
+// Show `message` beside the invite button, styled by `kind` ("error",
+// "success" or "" for a plain note), and clear it after `durationMs` if that
+// is positive.
+function showInviteStatus(message, kind = "", durationMs = 0) {
+  clearTimeout(ui.inviteStatusTimer);
+  setText(dom.inviteStatus, message);
+  dom.inviteStatus.dataset.kind = kind;
+  if (message && durationMs > 0) {
+    ui.inviteStatusTimer = setTimeout(() => showInviteStatus(""), durationMs);
+  }
+}
+
+// Forget the bans, the banned message and the invitation of the previous
+// room when the page opens another room.
+function resetStaffTools() {
+  state.bannedUsers.clear();
+  state.banLabels.clear();
+  state.bannedMessage = "";
+  dom.inviteResult.hidden = true;
+  setText(dom.moderatorCode, "");
+  dom.moderatorLink.value = "";
+  showInviteStatus("");
+}
+
+// ---------------------------------------------------------------------------
 // Sorting and filtering
 // ---------------------------------------------------------------------------
 
@@ -1322,7 +1646,7 @@ function renderRoom() {
   if (room) {
     const title = room.title || room.id || state.roomId;
     setText(dom.roomTitle, title);
-    document.title = `${title} · AMA Mesh`;
+    document.title = `${isolateText(title)} · AMA Mesh`;
   }
   updateComposer();
   renderSettingsForm();
@@ -1345,6 +1669,7 @@ function renderSettingsForm() {
 function renderOutbox() {
   ui.outboxDirty = false;
   renderPendingAsks();
+  renderBanList();
   renderSettingsStatus();
   renderSettingsForm();
 }
@@ -1367,6 +1692,7 @@ function createPendingAskItem(frame) {
   item.dataset.testid = "pending-question";
   const text = document.createElement("span");
   text.className = "pending-ask-text";
+  text.dir = "auto";
   text.textContent = frame.text;
   const status = document.createElement("span");
   status.className = "sending";
@@ -1439,6 +1765,7 @@ function createCard(questionId) {
     sending: part("sending"),
     moderation: root.querySelector(".moderation"),
     actions: [...root.querySelectorAll("[data-action]")],
+    banButton: part("moderate-ban"),
   };
   ui.cards.set(questionId, card);
   return card;
@@ -1528,6 +1855,9 @@ function updateCardModeration(card, question, pinned) {
     button.hidden = !visible;
     visibleCount += visible ? 1 : 0;
   }
+  const banVisible = staff && canBanAuthor(question);
+  card.banButton.hidden = !banVisible;
+  visibleCount += banVisible ? 1 : 0;
   card.moderation.hidden = visibleCount === 0;
 }
 
@@ -1730,6 +2060,13 @@ function setText(node, text) {
   if (node.textContent !== text) {
     node.textContent = text;
   }
+}
+
+// Wrap user text in FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE for
+// plain-text places that CSS cannot reach. In the Unicode Bidirectional
+// Algorithm the PDI also ends any override or embedding left open inside.
+function isolateText(text) {
+  return `\u2068${text}\u2069`;
 }
 
 function toCamelCase(id) {
