@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ama import plan as plans
+from ama.bench.command import add_parser as add_bench_parser, run as run_bench
 from ama.drill.run import FAULTS
 from ama.routing import add_routing_arguments
 
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     host_link.add_argument("room", help="the room id")
     host_link.add_argument("--data-dir", type=Path, default=Path("data"), help="data dir of the running 'ama up' (default: ./data)")
 
+    add_bench_parser(commands)
+
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
     return parser
@@ -105,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             hint = " (add --with-edges to restart edges)" if not args.with_edges else ""
             print("still stopped: " + ", ".join(reply["still_stopped"]) + hint)
         return 0
+    if args.command == "bench":
+        return run_bench(args)
     if args.command == "drill":
         return run_drill_command(args)
     if args.command == "room":

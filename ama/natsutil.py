@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import os
@@ -69,6 +71,30 @@ async def connect(
 
 
 CREDENTIALS_ENV = "AMA_NATS_CREDENTIALS"
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Tell whether an exception must propagate: cancellation and interpreter exits."""
+    return isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit, GeneratorExit))
+
+
+def guarded(callback):
+    """Wrap a NATS message callback so one bad message cannot end the subscription.
+
+    pycrdt reports a Rust panic as a BaseException that is not an Exception,
+    so ``except Exception`` would let it through.
+    """
+
+    @functools.wraps(callback)
+    async def wrapper(message):
+        try:
+            await callback(message)
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            log.error("message on subject=%s failed: %r", message.subject, exc)
+
+    return wrapper
 
 
 def credentials() -> tuple[str | None, str | None]:

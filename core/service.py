@@ -29,6 +29,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from ama import subjects
+from ama.natsutil import guarded, is_fatal
 from ama.replication import Replica, SyncMessage, UpdateMessage, decode_update, encode
 from ama.room import Room
 from core.store import NewUpdate, Snapshot, SQLiteStore
@@ -170,7 +171,13 @@ class Ingest:
                 continue
             log_id = next(log_ids)
             if log_id is not None:
-                await self.replicas.add_stored(update.room, log_id, update.producer, update.seq, update.data)
+                try:
+                    await self.replicas.add_stored(update.room, log_id, update.producer, update.seq, update.data)
+                except BaseException as exc:
+                    if is_fatal(exc):
+                        raise
+                    # The update is in the log already; only the watermark misses it.
+                    log.error("room=%s stored update=%d could not be applied: %r", update.room, log_id, exc)
             self._touch(update.room)
         for message in messages:
             await message.ack()
@@ -217,5 +224,5 @@ class Ingest:
             replica = await self.replicas.get(room_id)
             await message.respond(replica.room.state_vector())
 
-        await self.nc.subscribe(subjects.CORE_LOAD_ALL, queue="core", cb=answer)
-        await self.nc.subscribe(subjects.CORE_WATERMARK_ALL, queue="core", cb=answer_watermark)
+        await self.nc.subscribe(subjects.CORE_LOAD_ALL, queue="core", cb=guarded(answer))
+        await self.nc.subscribe(subjects.CORE_WATERMARK_ALL, queue="core", cb=guarded(answer_watermark))

@@ -30,6 +30,7 @@ import nats.errors
 from pycrdt import merge_updates
 
 from ama import subjects
+from ama.natsutil import guarded
 from ama.replication import Replica, decode_sync, decode_update, encode as encode_message
 from ama.room import Actor, Room, covers, decode_state_vector
 from edge.views import AUDIENCE, STAFF, ClassView, class_of, encode, personal_frame, personal_refresh
@@ -127,8 +128,8 @@ class EdgeRoom:
     async def open(self) -> None:
         nc = self.node.nc
         self.subscriptions = [
-            await nc.subscribe(subjects.updates_of_room(self.room_id), cb=self._on_update),
-            await nc.subscribe(subjects.watermark(self.room_id), cb=self._on_watermark),
+            await nc.subscribe(subjects.updates_of_room(self.room_id), cb=guarded(self._on_update)),
+            await nc.subscribe(subjects.watermark(self.room_id), cb=guarded(self._on_watermark)),
         ]
         for _ in range(3):
             if await self.sync():
@@ -149,8 +150,8 @@ class EdgeRoom:
         """Subscribe on a new NATS connection, drop the old subscriptions, then sync with the new home."""
         old = self.subscriptions
         self.subscriptions = [
-            await nc.subscribe(subjects.updates_of_room(self.room_id), cb=self._on_update),
-            await nc.subscribe(subjects.watermark(self.room_id), cb=self._on_watermark),
+            await nc.subscribe(subjects.updates_of_room(self.room_id), cb=guarded(self._on_update)),
+            await nc.subscribe(subjects.watermark(self.room_id), cb=guarded(self._on_watermark)),
         ]
         for subscription in old:
             try:

@@ -31,6 +31,7 @@ from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, Placement, RetentionPolicy, StorageType, StreamConfig
 
 from ama import subjects
+from ama.natsutil import guarded
 from ama.replication import Replica, UpdateMessage, decode_sync, decode_update, encode
 from ama.room import Room, decode_state_vector
 
@@ -65,9 +66,9 @@ class RegionService:
 
     async def run(self) -> None:
         await self._ensure_stream()
-        await self.nc.subscribe(subjects.ALL_UPDATES, cb=self._on_update)
-        await self.nc.subscribe(subjects.sync_of_region(self.region), queue=f"region-{self.region}", cb=self._on_sync)
-        await self.nc.subscribe(subjects.watermark("*"), cb=self._on_watermark)
+        await self.nc.subscribe(subjects.ALL_UPDATES, cb=guarded(self._on_update))
+        await self.nc.subscribe(subjects.sync_of_region(self.region), queue=f"region-{self.region}", cb=guarded(self._on_sync))
+        await self.nc.subscribe(subjects.watermark("*"), cb=guarded(self._on_watermark))
         self.ready.set()
         log.info("region service ready")
         async with asyncio.TaskGroup() as tasks:

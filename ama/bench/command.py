@@ -61,7 +61,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                        "connect: a storm of connects; cross-region: votes in one region, watchers in the others; "
                        "ingest: the core's durable updates per second; crdt: memory per vote per replica")
     bench.add_argument("--vs", default="", metavar="PEERS", help=f"comma-separated peers to run too: {', '.join(PEERS)}")
+
     bench.add_argument("--quick", action="store_true", help="small settings that finish each scenario within two minutes")
+
     bench.add_argument("--watchers", type=int, help="watcher sockets (fanout, cross-region)")
     bench.add_argument("--voters", type=int, help="voter sockets; each votes once per question (fanout, cross-region)")
     bench.add_argument("--rate", type=float, help="votes per second (fanout, cross-region)")
@@ -69,8 +71,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
     bench.add_argument("--connections", type=int, help="sockets to open (idle, connect)")
     bench.add_argument("--steps", type=int, default=5, help="RSS readings while opening idle sockets (default: 5)")
     bench.add_argument("--concurrency", type=int, default=200, help="connects in flight at once over all workers (default: 200)")
+
     bench.add_argument("--updates", type=int, help="updates to store (ingest)")
     bench.add_argument("--votes", type=int, help="votes to apply (crdt)")
+
     bench.add_argument("--workers", type=int, default=4, help="client worker processes (default: 4)")
     bench.add_argument("--rounds", type=int, default=1, help="run every system this many times, alternating; figures are medians (default: 1)")
     bench.add_argument("--cluster", type=Path, help="cluster.json of a running AMA cluster to measure instead of starting 'ama up'")
@@ -78,6 +82,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     bench.add_argument("--profile", action="store_true", help="sample AMA's edge with py-spy during fanout and summarize where its time went")
     bench.add_argument("--max-server-rss-mb", type=float, default=4096, help="stop a server started by the bench when its RSS passes this many MiB (default: 4096)")
     bench.add_argument("--drain", type=float, help="seconds to wait after the last vote for every watcher to show it (default: 8 with --quick, else 15)")
+
     bench.add_argument("--out", type=Path, default=Path("bench-results"), help="directory for the JSON and PNG of each run (default: ./bench-results)")
     bench.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the JSON document to PATH, or to standard output without PATH")
     bench.add_argument("--time-limit", type=float, help="seconds the whole run may take (default: 120 with --quick, else 1800)")
@@ -127,6 +132,8 @@ def run(args) -> int:
     if args.workers < 1 or args.rounds < 1:
         print("ama bench: error: --workers and --rounds must be at least 1", file=sys.stderr)
         return 2
+
+    # SIGTERM unwinds through every finally block, so the servers and workers started here are stopped.
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     progress = Progress()
     time_limit = args.time_limit or (QUICK_LIMIT_S if args.quick else 1800.0)
@@ -137,18 +144,26 @@ def run(args) -> int:
     except (ServerSetupError, WorkerError, OSError, TimeoutError) as exc:
         print(f"ama bench: error: {exc}", file=sys.stderr)
         return 1
+
     doc["started_at"] = stamp
     doc["command"] = "ama " + " ".join(shlex.quote(word) for word in sys.argv[1:])
     doc["elapsed_s"] = round(time.monotonic() - progress.began, 1)
-    json_path = args.out / f"{args.scenario}-{stamp}.json"
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    write_outputs(args, doc, histograms, args.out / f"{args.scenario}-{stamp}", progress)
+    return 0
+
+
+def write_outputs(args, doc: dict, histograms: dict[str, LatencyHistogram], stem: Path, progress) -> None:
+    """Draw the plot (when there are latencies), write STEM.json, print the table and, with --json, the document."""
     if histograms:
-        plot_path = args.out / f"{args.scenario}-{stamp}.png"
+        plot_path = stem.with_suffix(".png")
         try:
             report.write_plot(plot_path, args.scenario, histograms, subtitle(args.scenario, doc["config"]))
             doc["plot"] = str(plot_path)
         except ImportError:
             progress("matplotlib is not installed, so no plot was drawn; install it with: pip install 'ama-mesh[bench]'")
+    json_path = stem.with_suffix(".json")
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+
     text = report.table(doc)
     if args.json == "-":
         print(text, file=sys.stderr)
@@ -158,7 +173,6 @@ def run(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     progress(f"wrote {json_path}" + (f" and {doc['plot']}" if "plot" in doc else ""))
-    return 0
 
 
 def subtitle(scenario: str, config: dict) -> str:

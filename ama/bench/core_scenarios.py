@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 
 from ama.bench import procfs
+from ama.bench.pool import WorkerError
 from ama.bench.stats import fit_line
 from ama.intents import Ask, Vote
 from ama.room import Actor, Room
@@ -155,7 +156,11 @@ def _in_process(target, votes: int, steps: int, update_file: str, timeout_s: flo
     try:
         if not ours.poll(timeout_s):
             raise TimeoutError(f"crdt measurement did not finish within {timeout_s:.0f} s")
-        return ours.recv()
+        try:
+            return ours.recv()
+        except EOFError:
+            process.join(5)
+            raise WorkerError(f"crdt measurement process {process.pid} exited with code {process.exitcode} before it replied") from None
     finally:
         process.join(5)
         if process.is_alive():

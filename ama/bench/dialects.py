@@ -2,15 +2,16 @@
 
 Two families:
 
-* JSON (``ama`` and the ``node-ws`` peer): ``hello`` with a token, then a
-  ``snapshot``; votes are ``vote`` intents; watchers read each question's
-  ``up`` count from ``snapshot`` and ``patch`` frames (the AMA protocol).
+* JSON (``ama`` and the ``node-ws`` peer), the AMA protocol: a client sends
+  ``hello`` with a token and is ready at its ``snapshot``. Votes are
+  ``vote`` intents. Watchers read each question's ``up`` count from
+  ``snapshot`` and ``patch`` frames.
 * Yjs (``pycrdt-websocket`` and ``hocuspocus``): the y-protocols sync
   messages (a message type, then sync step 1, step 2 or update, each a
   lib0 var-uint, then a var-length byte array). Hocuspocus puts the
   document name first, as a var-string, and wants an auth message before
   anything else. A vote is a Yjs update that sets key ``QUESTION/VOTER``
-  to 1 in the root map ``votes``; watchers count how many such keys of each
+  to 1 in the root map ``votes``. Watchers count how many such keys of each
   question they have received.
 
 NOTE: Yjs watchers find vote keys in the update bytes instead of applying
@@ -111,7 +112,7 @@ class JsonDialect:
 MESSAGE_SYNC = 0
 MESSAGE_AWARENESS = 1
 MESSAGE_AUTH = 2
-MESSAGE_SYNC_REPLY = 4  # Hocuspocus: a sync message that asks for no step 1 in return.
+MESSAGE_SYNC_REPLY = 4  # Hocuspocus: a sync message that expects no step 1 in return.
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
 SYNC_UPDATE = 2

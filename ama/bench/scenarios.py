@@ -170,7 +170,7 @@ def prime_room(pool: WorkerPool, setup, run: Run) -> None:
     reply = pool.call(0, "open", run.open_timeout_s + 30, role="primer", dialect=setup.dialect, urls=setup.watcher_urls[:1],
                       tokens=setup.watcher_tokens[:1], count=1, concurrency=1, timeout_s=run.open_timeout_s)
     if reply["opened"] != 1:
-        raise ServerSetupError(f"the first socket could not join the room: {reply['errors']}")
+        raise ServerSetupError(f"the first socket failed to join the room ({reply['errors']}); check the server's log")
 
 
 def merge_errors(results: list[dict]) -> dict[str, int]:
@@ -210,6 +210,7 @@ def run_idle(system, pool: WorkerPool, run: Run) -> dict:
     setup = system.prepare(0, run.connections, 0)
     prime_room(pool, setup, run)
     baseline = procfs.rss_bytes(pid) if pid else None
+
     points: list[tuple[int, int]] = []
     opened = failed = 0
     errors: dict[str, int] = {}
@@ -224,8 +225,10 @@ def run_idle(system, pool: WorkerPool, run: Run) -> dict:
         if pid:
             points.append((opened, rss_settled(pid)))
         run.progress(f"{system.name}: {opened} idle sockets open" + (f", RSS {points[-1][1] / 2**20:.1f} MiB" if pid else ""))
+
     still_open = sum(counts.get("idle", {}).get("sockets", 0) - counts.get("idle", {}).get("closed", 0) for counts in pool.call_all("count", 30))
     pool.call_all("close", 60)
+
     result = {"connections": opened, "failed": failed, "errors": errors, "still_open": still_open}
     if pid and len({n for n, _ in points}) >= 2:
         fit = fit_line([n for n, _ in points], [rss for _, rss in points])
@@ -255,7 +258,7 @@ def vote_count(run: Run) -> int:
 def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -> dict:
     """Watchers and voters in one room; votes at ``rate`` for ``duration_s``; latency, frames and server CPU."""
     setup = system.prepare(run.voters, run.watchers, question_count(run), cross_region=cross_region)
-    voter = open_spread_one(pool, setup, run)
+    voter = open_voters(pool, setup, run)
     watcher_roles = open_watchers(pool, setup, run, cross_region)
     opened_watchers = sum(result["opened"] for result in watcher_roles.values())
     run.progress(f"{system.name}: {voter['opened']} voters and {opened_watchers} watchers joined")
@@ -297,7 +300,10 @@ def run_fanout(system, pool: WorkerPool, run: Run, cross_region: bool = False) -
             histogram.merge(LatencyHistogram.from_dict(reply["histogram"]))
             missing += reply["missing"]
         histograms[role] = histogram
-    rss = procfs.rss_bytes(system.server_pid) if system.server_pid else None
+    try:
+        rss = procfs.rss_bytes(system.server_pid) if system.server_pid else None
+    except OSError:
+        rss = None
     pool.call_all("close", 60)
     figures = fanout_figures(system, run, voter, watcher_roles, sent_reply, measured, frames, histograms, missing, lagging, rss, pool)
     if profiler is not None:
@@ -313,7 +319,7 @@ def start_profiler(system, run: Run):
     return Profiler(system.server_pid, run.duration_s + 1, run.profile_path)
 
 
-def open_spread_one(pool: WorkerPool, setup, run: Run) -> dict:
+def open_voters(pool: WorkerPool, setup, run: Run) -> dict:
     """Open the voters, all in worker 0 (their send times must come from one schedule)."""
     reply = pool.call(0, "open", run.open_timeout_s + 30, role="voter", dialect=setup.dialect, urls=setup.voter_urls, tokens=setup.voter_tokens,
                       count=run.voters, concurrency=run.concurrency, timeout_s=run.open_timeout_s, watch=False)

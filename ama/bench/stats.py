@@ -158,9 +158,8 @@ def latencies_from_counts(send_times: Sequence[float], seen_times: Sequence[floa
     Returns latencies in milliseconds for the votes the watcher saw; votes
     beyond ``len(seen_times)`` were never shown.
 
-    NOTE: when two votes on one question are sent less than a network
-    round trip apart they may be applied in the other order; the count of
-    n then still means n votes were applied, so the error is bounded by
-    that gap.
+    NOTE: two votes on one question sent less than a network round trip
+    apart may be applied in the other order. A count of n still means that
+    n votes were applied, so the error is bounded by that gap.
     """
     return [(seen - sent) * 1000.0 for sent, seen in zip(send_times, seen_times)]

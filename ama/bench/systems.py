@@ -1,8 +1,8 @@
 """The servers under test: an AMA cluster (``ama up`` or an existing cluster.json) and the peers.
 
-Each system starts its server process, says where clients connect, which
-dialect they speak and which process to measure, and stops what it started
-by process id. Peers live in ``benchmarks/`` with pinned manifests and are
+Each system starts its server process, returns where clients connect,
+which dialect they speak and which process to measure, and stops what it
+started by process id. Peers live in ``benchmarks/`` with pinned manifests and are
 installed there on first use.
 """
 
@@ -40,7 +40,7 @@ class ServerSetupError(Exception):
 
 @dataclass
 class Setup:
-    """Where and how one round's clients connect."""
+    """The URLs, tokens, dialect and questions of one round's clients."""
 
     dialect: dict
     questions: list[str]

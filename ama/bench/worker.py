@@ -23,7 +23,7 @@ from ama.bench.stats import LatencyHistogram
 from ama.bench.wsclient import ClosedBeforeReady, HandshakeError, WsClient
 
 
-# A socket the server asks to try later (close 1013, HTTP 429 or 503) is retried this often, with exponential backoff.
+# A socket rejected with "try again later" (close 1013, HTTP 429 or 503) is retried this often, with exponential backoff.
 MAX_ATTEMPTS = 12
 BACKOFF_FIRST_S = 0.1
 BACKOFF_MAX_S = 2.0
@@ -136,7 +136,7 @@ class Worker:
                         connect_ms.add((client.state.ready_at - began) * 1000)
                         group.clients.append(client)
                         return
-                # Back off outside the gate, with jitter, as a real client told to try later does.
+                # Back off outside the gate, with jitter, as a real client does after a "try again later".
                 await asyncio.sleep(min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2**attempt) * random.uniform(0.5, 1.5))
 
         # The first socket of a room opens it alone: pycrdt-websocket 0.16.5 left all but one of
@@ -253,7 +253,12 @@ class Worker:
 
     async def op_close(self, role: str | None = None, timeout_s: float = 5.0) -> dict:
         """Close the role's sockets (every role when None) and wait for the transports to close."""
-        names = [role] if role in self.roles else [] if role else list(self.roles)
+        if role is None:
+            names = list(self.roles)
+        elif role in self.roles:
+            names = [role]
+        else:
+            names = []
         clients = [client for name in names for client in self.roles[name].clients]
         for client in clients:
             client.close()
@@ -269,7 +274,7 @@ class Worker:
 
 
 def worker_main(connection, cpus: list[int] | None, lifetime_s: float) -> None:
-    """Entry point of a worker process: pin, bound the lifetime, serve commands until told to exit."""
+    """Run a worker process: pin it, bound its lifetime, serve commands until the "exit" command or EOF."""
     if cpus:
         os.sched_setaffinity(0, set(cpus))
     signal.alarm(max(1, int(lifetime_s)))

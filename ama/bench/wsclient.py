@@ -35,7 +35,7 @@ MAX_HANDSHAKE_BYTES = 16 * 1024
 
 
 class HandshakeError(ConnectionError):
-    """The server did not answer the opening handshake with a valid 101 response; ``status`` is its HTTP status, if any."""
+    """The opening handshake failed: no valid 101 response. ``status`` is the response's HTTP status, if any."""
 
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
