@@ -134,25 +134,26 @@ def run_room_command(args) -> int:
     except FileNotFoundError:
         print(f"ama room: error: {path} not found; start the cluster with 'ama up --data-dir {args.data_dir}' first", file=sys.stderr)
         return 2
-    first_region = next(iter(info["regions"].values()))
-    edge = first_region["edge_http"][0]
+    regions = list(info["regions"].values())
+    host_edge, audience_edge = regions[0]["edge_http"][0], regions[-1]["edge_http"][0]
     try:
         if args.room_command == "create":
             created = request_json("POST", info["core"] + "/v1/rooms", {"title": args.title}, info["admin_token"])
             room, code, token = created["room"], created["code"], created["host_token"]
             print(f"room {room}, join code {code}")
-            print(f"  audience: {edge}/?room={room}&code={code}")
+            print(f"  audience: {audience_edge}/?room={room}&code={code}")
         else:
             room = args.room
             token = request_json("POST", f"{info['core']}/v1/rooms/{room}/host-token", {}, info["admin_token"])["token"]
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("error", {}).get("message", exc.reason)
+        error = json.loads(exc.read() or b"{}").get("error", {})
+        detail = f"there is no room {args.room!r} on this cluster" if error.get("code") == "unknown_room" else error.get("message", exc.reason)
         print(f"ama room: error: {detail}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"ama room: error: the core at {info['core']} did not answer ({exc}); is 'ama up' running?", file=sys.stderr)
         return 2
-    print(f"  host:     {edge}/?room={room}#token={token}")
+    print(f"  host:     {host_edge}/?room={room}#token={token}")
     print("The host link is valid for 12 hours; the page refreshes its token for up to 30 days after that.")
     return 0
 

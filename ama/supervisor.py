@@ -246,7 +246,11 @@ def report_exits(cluster: Cluster) -> None:
     for child in cluster.children:
         if child.process is not None and not child.reported_exit and child.process.poll() is not None:
             child.reported_exit = True
-            log.warning("%s %s pid=%d exited with code %d; it stays stopped, see %s", child.kind, child.name, child.pid, child.process.returncode, child.log_path)
+            target = "core" if child.kind == "core" else child.region + (" --with-edges" if child.kind == "edge" else "")
+            log.warning(
+                "%s %s pid=%d exited with code %d; ama up does not restart it by itself, run 'ama restart %s' (see %s)",
+                child.kind, child.name, child.pid, child.process.returncode, target, child.log_path,
+            )
 
 
 def request_json(method: str, url: str, body: dict | None, token: str) -> dict:

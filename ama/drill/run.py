@@ -17,6 +17,7 @@ import json
 import os
 import random
 import signal
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -227,8 +228,10 @@ async def _phase(drill: Drill, phase: str, seconds: float) -> None:
         if drill.options.progress:
             sent = len(drill.history.intents)
             acked = sum(1 for entry in drill.history.intents.values() if entry.accepted_at is not None)
-            print(f"\r[{phase:<6}] {end - time.monotonic():5.1f} s left  intents sent {sent}  acked {acked}   ", end="", flush=True)
-    if drill.options.progress:
+            line = f"[{phase:<6}] {max(0.0, end - time.monotonic()):5.1f} s left  intents sent {sent}  acked {acked}"
+            # On a terminal the line is rewritten in place; in a log, each goes on its own line.
+            print("\r" + line + "   " if sys.stdout.isatty() else line, end="" if sys.stdout.isatty() else "\n", flush=True)
+    if drill.options.progress and sys.stdout.isatty():
         print()
 
 
