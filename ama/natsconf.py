@@ -16,8 +16,8 @@ from ama.subjects import stream
 MIN_NATS_VERSION = (2, 10)
 
 
-# Subject permissions per service. Every service may answer requests it
-# received (allow_responses) and read replies to its own (_INBOX.>).
+# Subject permissions per service. Every service may respond to requests it
+# received (allow_responses) and read the responses to its own (_INBOX.>).
 PERMISSIONS: dict[str, dict] = {
     "edge": {
         "publish": {"allow": ["ama.upd.*.*", "ama.sync.*.*", "ama.health.edge.*", "ama.core.wm.*"]},

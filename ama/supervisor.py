@@ -1,7 +1,7 @@
 """``ama up``: start a whole cluster on this machine from a topology plan and watch it.
 
 Start order: every nats-server, then the core, then the region services, then
-the edges; each kind waits until the previous one answers its health check.
+the edges. Each kind waits until the previous one passes its health check.
 ``cluster.json`` is written (atomically) only once every process is ready.
 A child that exits is logged and left stopped; Ctrl-C or SIGTERM stops every
 child, edges first, with SIGTERM and then SIGKILL after ``STOP_TIMEOUT_S``.
@@ -38,7 +38,7 @@ PR_SET_PDEATHSIG = 1
 
 
 class UpError(Exception):
-    """``ama up`` cannot go on; the message says what to do."""
+    """``ama up`` cannot go on. The message states what to do."""
 
 
 @dataclass
@@ -102,8 +102,8 @@ def _port_in_use(host: str, port: int) -> bool:
 def _write_json(path: Path, value: dict) -> None:
     """Write JSON by rename, so a reader never sees a half-written file.
 
-    The mode is 0600: cluster.json holds the admin token and demo-room.json
-    the join code.
+    The mode is 0600, because cluster.json contains the admin token and
+    demo-room.json the join code.
     """
     temporary = path.with_suffix(path.suffix + ".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -355,7 +355,7 @@ def _control_socket(data_dir: Path):
 
 
 def _serve_control(server: socket.socket, cluster: Cluster, admin_token: str) -> None:
-    """Answer one control request, if one arrives within the socket's timeout."""
+    """Handle one control request, if one arrives within the socket's timeout."""
     try:
         connection, _ = server.accept()
     except TimeoutError:
@@ -407,7 +407,7 @@ def request_restart(data_dir: Path, target: str, with_edges: bool, timeout_s: fl
         client.sendall(json.dumps({"command": "restart", "target": target, "with_edges": with_edges}).encode() + b"\n")
         reply = json.loads(client.makefile("rb").readline() or b"{}")
     if not reply.get("ok"):
-        raise UpError(reply.get("error", "the supervisor gave no answer"))
+        raise UpError(reply.get("error", "the supervisor sent no response"))
     return reply
 
 

@@ -126,11 +126,11 @@ class Endpoint:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "This edge is shutting down; connect to the next edge.\n")
         origin = request.headers.get("Origin")
         if origin is not None and origin not in self.node.allowed_origins:
-            log.warning("refused an upgrade from origin=%s", origin[:200])
+            log.warning("rejected an upgrade from origin=%s", origin[:200])
             return connection.respond(HTTPStatus.FORBIDDEN, "This origin may not open sockets here; open the page from an AMA Mesh edge.\n")
         address = self.client_address(connection, request)
         if not self.addresses.has_room(address):
-            log.warning("refused an upgrade from client_ip=%s: over %d open sockets", address, self.addresses.limit)
+            log.warning("rejected an upgrade from client_ip=%s: over %d open sockets", address, self.addresses.limit)
             return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "Too many open connections from your address; close some and retry.\n")
         connection.client_ip = address
         return None
