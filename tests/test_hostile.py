@@ -412,3 +412,23 @@ def test_fuzzed_frames_get_errors_and_spare_the_edge(hostile, api, room, signer)
 async def _send_and_read(websocket, data: str) -> dict:
     await websocket.send(data)
     return await next_frame_of(websocket, {"error", "ack"})
+
+
+async def test_expired_token_stops_writes_on_live_socket(api, room, signer):
+    """A socket joined just before its token expired gets token_expired on its writes once it has."""
+    from ama.tokens import CLOCK_SKEW_S, DEFAULT_TTL_S
+
+    # Expires CLOCK_SKEW_S - 2 seconds ago: hello still passes within the
+    # allowed clock skew, and two seconds later writes no longer do.
+    issued_at = time.time() - DEFAULT_TTL_S - CLOCK_SKEW_S + 2
+    token = signer.issue("u_0000000000e0e0e0", room["room"], "audience", "late", now=issued_at)
+    client = AmaClient(api.edge(region_name(api, LIMITED_REGION)), token)
+    await client.connect()
+    try:
+        await asyncio.sleep(2.5)
+        intent = await client.ask("Is my token still good?")
+        await client.wait_for(lambda state: any(error.get("id") == intent for error in state.errors), WAIT_S)
+        assert client.state.errors[-1]["code"] == "token_expired"
+        assert client.close_code is None
+    finally:
+        await client.close()
