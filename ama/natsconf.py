@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ama.plan import View
+from ama.plan import View, url_host
 from ama.subjects import stream
 
 MIN_NATS_VERSION = (2, 10)
@@ -92,17 +92,18 @@ def render(view: View, region_name: str, server: dict, store_dir: Path, credenti
     "JetStream cluster requires configured routes" when JetStream runs in a
     supercluster.
     """
-    host = view.host
+    own = url_host(view.node_host(server))
+    bind = url_host(view.bind_host(server))
     region = view.region(region_name)
-    routes = [f"nats-route://{host}:{peer['cluster_port']}" for peer in region["nats"]]
+    routes = [f"nats-route://{url_host(view.node_host(peer))}:{peer['cluster_port']}" for peer in region["nats"]]
     gateways = [
-        {"name": other["name"], "urls": [f"nats://{host}:{peer['gateway_port']}" for peer in other["nats"]]}
+        {"name": other["name"], "urls": [f"nats://{url_host(view.node_host(peer))}:{peer['gateway_port']}" for peer in other["nats"]]}
         for other in view.plan["regions"] if other["name"] != region_name
     ]
     lines = [
         f"server_name: {json.dumps(server['name'])}",
-        "listen: " + json.dumps(f"{host}:{server['client_port']}"),
-        "http: " + json.dumps(f"{host}:{server['monitor_port']}"),
+        "listen: " + json.dumps(f"{bind}:{server['client_port']}"),
+        "http: " + json.dumps(f"{bind}:{server['monitor_port']}"),
         # Pings to clients, so a dead client's interest is dropped in seconds.
         'ping_interval: "2s"',
         "ping_max: 3",
@@ -113,14 +114,19 @@ def render(view: View, region_name: str, server: dict, store_dir: Path, credenti
         "}",
         "cluster {",
         f"  name: {json.dumps(region_name)}",
-        "  listen: " + json.dumps(f"{host}:{server['cluster_port']}"),
+        "  listen: " + json.dumps(f"{bind}:{server['cluster_port']}"),
+        "  advertise: " + json.dumps(f"{own}:{server['cluster_port']}"),
         f"  routes: {json.dumps(routes)}",
         "}",
         "gateway {",
         f"  name: {json.dumps(region_name)}",
-        "  listen: " + json.dumps(f"{host}:{server['gateway_port']}"),
+        "  listen: " + json.dumps(f"{bind}:{server['gateway_port']}"),
+        "  advertise: " + json.dumps(f"{own}:{server['gateway_port']}"),
         f"  gateways: {json.dumps(gateways)}",
         "}",
+        # Clients learn other servers' addresses from this; behind a wildcard
+        # bind it must name the address they can reach.
+        "client_advertise: " + json.dumps(f"{own}:{server['client_port']}"),
     ]
     if credentials:
         lines += authorization_block(credentials, [stream(name) for name in view.region_names()])

@@ -130,6 +130,11 @@ def load(path: Path) -> dict:
     return plan
 
 
+def url_host(host: str) -> str:
+    """Return a host as it appears in a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 @dataclass(frozen=True)
 class View:
     """Read-only accessors over a plan."""
@@ -139,6 +144,14 @@ class View:
     @property
     def host(self) -> str:
         return self.plan.get("host", "127.0.0.1")
+
+    def node_host(self, node: dict) -> str:
+        """Return the address other nodes reach ``node`` at: its own ``host``, else the plan's."""
+        return node.get("host", self.host)
+
+    def bind_host(self, node: dict) -> str:
+        """Return the address ``node`` listens on: the plan's ``bind`` (such as 0.0.0.0), else its own host."""
+        return self.plan.get("bind") or self.node_host(node)
 
     def region(self, name: str) -> dict:
         for region in self.plan["regions"]:
@@ -150,7 +163,7 @@ class View:
         return [region["name"] for region in self.plan["regions"]]
 
     def nats_urls(self, region: str) -> list[str]:
-        return [f"nats://{self.host}:{server['client_port']}" for server in self.region(region)["nats"]]
+        return [f"nats://{url_host(self.node_host(server))}:{server['client_port']}" for server in self.region(region)["nats"]]
 
     def nats_urls_in_order(self, regions: list[str]) -> list[str]:
         return [url for name in regions for url in self.nats_urls(name)]
@@ -169,17 +182,23 @@ class View:
         raise PlanError(f"no edge named {name!r} in the plan")
 
     def edge_ws_url(self, edge: dict) -> str:
-        return f"ws://{self.host}:{edge['ws_port']}/v1/ws"
+        return f"ws://{url_host(self.node_host(edge))}:{edge['ws_port']}/v1/ws"
 
     def edge_http_url(self, edge: dict) -> str:
-        return f"http://{self.host}:{edge['http_port']}"
+        return f"http://{url_host(self.node_host(edge))}:{edge['http_port']}"
 
     def edge_ws_urls(self, region: str | None = None) -> list[str]:
         regions = self.plan["regions"] if region is None else [self.region(region)]
         return [self.edge_ws_url(edge) for r in regions for edge in r["edges"]]
 
     def core_url(self) -> str:
-        return f"http://{self.host}:{self.plan['core']['http_port']}"
+        return f"http://{url_host(self.node_host(self.plan['core']))}:{self.plan['core']['http_port']}"
+
+    def region_service_url(self, service: dict) -> str:
+        return f"http://{url_host(self.node_host(service))}:{service['http_port']}"
+
+    def monitor_url(self, server: dict) -> str:
+        return f"http://{url_host(self.node_host(server))}:{server['monitor_port']}"
 
     def all_ports(self) -> list[int]:
         ports: list[Any] = [self.plan["core"]["http_port"]]

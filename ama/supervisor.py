@@ -128,7 +128,7 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
             config_path.parent.mkdir(exist_ok=True)
             config_path.write_text(natsconf.render(view, region["name"], server, data_dir / "nats" / server["name"], credentials))
             os.chmod(config_path, 0o600)
-            health = f"http://{view.host}:{server['monitor_port']}/healthz"
+            health = view.monitor_url(server) + "/healthz"
             children.append(Child(server["name"], "nats", region["name"], [nats_binary, "-c", str(config_path)], health, logs / f"{server['name']}.log"))
     core = view.plan["core"]
     children.append(Child(
@@ -139,7 +139,7 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
     for kind, key, module, extra in (("region", "region_services", "region.main", []), ("edge", "edges", "edge.main", routing_args)):
         for region in view.plan["regions"]:
             for node in region[key]:
-                health = f"http://{view.host}:{node['http_port']}/healthz"
+                health = view.region_service_url(node) + "/healthz"
                 argv = [python, "-m", module, "--plan", plan_path, "--name", node["name"], *extra]
                 children.append(Child(node["name"], kind, region["name"], argv, health, logs / f"{node['name']}.log", credentials[kind]))
     return children
@@ -207,7 +207,7 @@ def cluster_info(cluster: Cluster, admin_token: str) -> dict:
             "nats": view.nats_urls(name),
             "edges": view.edge_ws_urls(name),
             "edge_http": [view.edge_http_url(edge) for edge in region["edges"]],
-            "region_http": [f"http://{view.host}:{service['http_port']}" for service in region["region_services"]],
+            "region_http": [view.region_service_url(service) for service in region["region_services"]],
             "pids": {
                 "nats": [child.pid for child in cluster.of_kind("nats", name)],
                 "region": [child.pid for child in cluster.of_kind("region", name)],

@@ -53,7 +53,7 @@ async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxi
     try:
         async with asyncio.TaskGroup() as tasks:
             ingest_task = tasks.create_task(ingest.run())
-            await serve_http(build_app(state), view.host, view.plan["core"]["http_port"], stop)
+            await serve_http(build_app(state), view.bind_host(view.plan["core"]), view.plan["core"]["http_port"], stop)
             ingest_task.cancel()
     finally:
         await nc.close()

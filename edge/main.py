@@ -32,13 +32,13 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
     log.info("edge starting http_port=%d ws_port=%d", node.config["http_port"], node.config["ws_port"])
     http_stop = asyncio.Event()
     try:
-        async with serve_sockets(endpoint, view.host, node.config["ws_port"]) as server:
+        async with serve_sockets(endpoint, view.bind_host(node.config), node.config["ws_port"]) as server:
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(node.close_idle_rooms()),
                     tasks.create_task(publish_heartbeats(lambda: node.nc, "edge", name, node.current_region)),
                     tasks.create_task(node.return_home()),
-                    tasks.create_task(serve_http(build_app(node), view.host, node.config["http_port"], http_stop)),
+                    tasks.create_task(serve_http(build_app(node), view.bind_host(node.config), node.config["http_port"], http_stop)),
                 ]
                 await stop.wait()
                 # Stop listening first, so new connections are refused at once,

@@ -170,7 +170,7 @@ class EdgeNode:
 
 def edge_origins(view: plans.View, edge: dict) -> list[str]:
     """Return the origins an edge's page has; on loopback, every name of this machine."""
-    if view.host in ("127.0.0.1", "localhost", "::1"):
+    if view.node_host(edge) in ("127.0.0.1", "localhost", "::1"):
         return [f"http://{host}:{edge['http_port']}" for host in ("127.0.0.1", "localhost", "[::1]")]
     return [view.edge_http_url(edge)]
 

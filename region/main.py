@@ -59,7 +59,7 @@ async def run(plan_path: Path, name: str) -> None:
                 tasks.create_task(service.run()),
                 tasks.create_task(publish_heartbeats(lambda: nc, "region", name, lambda: region)),
             ]
-            await serve_http(build_app(service), view.host, node["http_port"], stop)
+            await serve_http(build_app(service), view.bind_host(node), node["http_port"], stop)
             for task in background:
                 task.cancel()
     finally:

@@ -574,3 +574,39 @@ def test_jwks_has_no_private_part(signer):
     key = signer.jwks()["keys"][0]
 
     assert "d" not in key
+
+
+def test_node_hosts_override_plan_host():
+    plan = default_plan()
+    plan["bind"] = "0.0.0.0"
+    region = plan["regions"][0]
+    region["nats"][0]["host"] = "nats-1.internal"
+    region["edges"][0]["host"] = "edge-1.internal"
+    plan["core"]["host"] = "core.internal"
+    view = View(plan)
+
+    assert view.nats_urls(region["name"]) == [f"nats://nats-1.internal:{region['nats'][0]['client_port']}"]
+    assert view.edge_ws_url(region["edges"][0]) == f"ws://edge-1.internal:{region['edges'][0]['ws_port']}/v1/ws"
+    assert view.core_url() == f"http://core.internal:{plan['core']['http_port']}"
+    assert view.bind_host(region["edges"][0]) == "0.0.0.0"
+    assert view.edge_ws_url(plan["regions"][1]["edges"][0]).startswith("ws://127.0.0.1:")
+
+
+def test_nats_config_binds_wildcard_and_advertises_node_host(tmp_path):
+    from ama.natsconf import render
+
+    plan = default_plan()
+    plan["bind"] = "0.0.0.0"
+    for region in plan["regions"]:
+        for server in region["nats"]:
+            server["host"] = f"{server['name']}.internal"
+    view = View(plan)
+    server = plan["regions"][0]["nats"][0]
+
+    config = render(view, plan["regions"][0]["name"], server, tmp_path)
+
+    assert f'listen: "0.0.0.0:{server["client_port"]}"' in config
+    assert f'client_advertise: "{server["name"]}.internal:{server["client_port"]}"' in config
+    assert f'advertise: "{server["name"]}.internal:{server["gateway_port"]}"' in config
+    other = plan["regions"][1]["nats"][0]
+    assert f"nats://{other['name']}.internal:{other['gateway_port']}" in config
