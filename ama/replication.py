@@ -31,8 +31,9 @@ import msgspec
 
 from ama.room import Room
 
-# Updates held per room while waiting for a sync; beyond this the oldest are
-# dropped, which is safe because the sync that follows brings their content.
+# Updates held per room while waiting for a sync. Beyond this the oldest are
+# dropped: edges and region services get their content from the next sync,
+# and the core (which does not sync) from a region service's repair.
 MAX_HELD_UPDATES = 10_000
 
 

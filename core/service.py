@@ -56,6 +56,8 @@ class CoreReplicas:
         self.replicas: dict[str, Replica] = {}
         self.last_ids: dict[str, int] = {}
         self.since_snapshot: dict[str, int] = {}
+        # Log ids stored but not yet applied to the replica, per room.
+        self.unapplied: dict[str, set[int]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
 
     async def get(self, room_id: str) -> Replica:
@@ -106,8 +108,15 @@ class CoreReplicas:
             await self.snapshot(room_id)
 
     async def snapshot(self, room_id: str) -> None:
+        """Store the room's state, covering every log id below the first one not yet applied.
+
+        Consumers of different regions interleave, so a later log id can be
+        applied before an earlier one; the snapshot must not claim the earlier.
+        """
         replica = self.replicas[room_id]
-        snapshot = Snapshot(self.last_ids[room_id], replica.room.diff(), dict(replica.delivery.seqs))
+        waiting = self.unapplied.get(room_id)
+        covered = min(waiting) - 1 if waiting else self.last_ids[room_id]
+        snapshot = Snapshot(covered, replica.room.diff(), dict(replica.delivery.seqs))
         await self.store.save_snapshot(room_id, snapshot, now_ms())
         self.since_snapshot[room_id] = 0
         log.info("room=%s snapshot at update=%d", room_id, snapshot.last_update_id)
@@ -165,6 +174,9 @@ class Ingest:
                 continue
             updates.append(NewUpdate(envelope.room, envelope.producer, envelope.seq, envelope.update, region))
         stored = await self.replicas.store.append([u for u in updates if u is not None], now_ms())
+        for update, log_id in zip([u for u in updates if u is not None], stored):
+            if log_id is not None:
+                self.replicas.unapplied.setdefault(update.room, set()).add(log_id)
         log_ids = iter(stored)
         for update in updates:
             if update is None:
@@ -176,8 +188,11 @@ class Ingest:
                 except BaseException as exc:
                     if is_fatal(exc):
                         raise
-                    # The update is in the log already; only the watermark misses it.
+                    # The update is in the log already; it stays unapplied, so
+                    # no snapshot covers it and a restart replays it.
                     log.error("room=%s stored update=%d could not be applied: %r", update.room, log_id, exc)
+                else:
+                    self.replicas.unapplied[update.room].discard(log_id)
             self._touch(update.room)
         for message in messages:
             await message.ack()

@@ -31,7 +31,7 @@ from pycrdt import merge_updates
 from websockets.protocol import State
 
 from ama import subjects
-from ama.natsutil import guarded
+from ama.natsutil import guarded, is_fatal
 from ama.replication import Replica, decode_sync, decode_update, encode as encode_message
 from ama.room import Actor, Room, covers, decode_state_vector
 from edge.views import AUDIENCE, STAFF, ClassView, class_of, encode, personal_frame, personal_refresh
@@ -48,6 +48,8 @@ STUCK_S = 10.0
 CLOSE_SLOW = 4001
 STEP_HEADER = "Ama-Step"
 WATERMARK_POLL_S = 1.0
+# How long a room may take to complete its first sync before opening fails.
+OPEN_SYNC_S = 4.0
 # Intents merged into one published update at most.
 MAX_BATCH = 256
 
@@ -93,6 +95,10 @@ class Client:
 
     def writable(self) -> bool:
         return self.websocket.transport.get_write_buffer_size() <= STALE_BYTES
+
+
+class RoomUnavailable(Exception):
+    """A room could not be opened: no region answered its first sync."""
 
 
 @dataclass
@@ -147,20 +153,46 @@ class EdgeRoom:
             await nc.subscribe(subjects.updates_of_room(self.room_id), cb=guarded(self._on_update)),
             await nc.subscribe(subjects.watermark(self.room_id), cb=guarded(self._on_watermark)),
         ]
-        for _ in range(3):
-            if await self.sync():
-                break
+        if not await self._first_sync():
+            await self.close()
+            raise RoomUnavailable(f"room {self.room_id} could not be synced with any region within {OPEN_SYNC_S:.0f} s")
         self.room.take_changes()
         for view in self.classes.values():
             view.prime(self.room)
         self.tasks = [
-            asyncio.create_task(self._publish(), name=f"publish-{self.room_id}"),
-            asyncio.create_task(self._tick(), name=f"tick-{self.room_id}"),
-            asyncio.create_task(self._keep_synced(), name=f"sync-{self.room_id}"),
-            asyncio.create_task(self._poll_watermark(), name=f"watermark-{self.room_id}"),
+            asyncio.create_task(self._keep_running(self._publish), name=f"publish-{self.room_id}"),
+            asyncio.create_task(self._keep_running(self._tick), name=f"tick-{self.room_id}"),
+            asyncio.create_task(self._keep_running(self._keep_synced), name=f"sync-{self.room_id}"),
+            asyncio.create_task(self._keep_running(self._poll_watermark), name=f"watermark-{self.room_id}"),
         ]
         self.ready.set()
         log.info("room=%s opened producer=%s", self.room_id, self.replica.producer)
+
+    async def _first_sync(self) -> bool:
+        """Sync until the home region answers, for up to ``OPEN_SYNC_S``.
+
+        A replica that never synced knows none of the room's settings or bans,
+        so intents checked against it could slip past pre-moderation or a ban:
+        the room does not open without one successful sync.
+        """
+        deadline = time.monotonic() + OPEN_SYNC_S
+        while time.monotonic() < deadline:
+            if await self.sync():
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    async def _keep_running(self, loop) -> None:
+        """Run one of the room's loops, logging and restarting it if it fails, so the room never goes silent."""
+        while True:
+            try:
+                await loop()
+                return
+            except BaseException as exc:
+                if is_fatal(exc):
+                    raise
+                log.error("room=%s loop %s failed, restarting it: %r", self.room_id, loop.__name__, exc)
+                await asyncio.sleep(1.0)
 
     async def move_to(self, nc) -> None:
         """Subscribe on a new NATS connection, drop the old subscriptions, then sync with the new home."""
@@ -287,6 +319,9 @@ class EdgeRoom:
         nc = self.node.nc
         try:
             reply = await nc.request(subjects.sync(region, self.room_id), encode_message(self.replica.sync_request()), timeout=SYNC_TIMEOUT_S)
+            if (reply.headers or {}).get("Ama-Error"):
+                log.info("room=%s sync with region=%s not ready: %s", self.room_id, region, reply.headers["Ama-Error"])
+                return False
             step2 = self.replica.complete_sync(decode_sync(reply.data))
             if step2 is not None:
                 await nc.publish(subjects.sync(region, self.room_id), encode_message(step2), headers={STEP_HEADER: "2"})

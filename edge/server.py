@@ -47,7 +47,7 @@ from ama.room import Actor
 from ama.tokens import CLOCK_SKEW_S, TokenError
 from edge.limits import MAX_REJECTED_IN_A_ROW, MAX_SOCKETS_PER_ADDRESS, AddressCounter, IntentLimiter
 from edge.node import EdgeNode
-from edge.rooms import Client
+from edge.rooms import Client, RoomUnavailable
 from edge.views import encode
 
 log = logging.getLogger("ama.edge.ws")
@@ -177,7 +177,7 @@ class Endpoint:
             return
         try:
             room = await self.node.open_room(claims.room)
-        except (asyncio.TimeoutError, OSError) as exc:
+        except (asyncio.TimeoutError, OSError, RoomUnavailable) as exc:
             log.error("conn=%s room=%s could not be opened: %s", conn_id, claims.room, exc or type(exc).__name__)
             await websocket.close(CLOSE_ERROR, "room unavailable, reconnect later")
             return

@@ -57,6 +57,8 @@ class RegionService:
         self.replicas: dict[str, Replica] = {}
         self.active: dict[str, float] = {}
         self.loaded: set[str] = set()
+        self.loading: set[str] = set()
+        self.healing: set[str] = set()
         self.ready = asyncio.Event()
         # room -> (watermark bytes, decoded, monotonic time received)
         self.watermarks: dict[str, tuple[bytes, dict[int, int], float]] = {}
@@ -114,8 +116,9 @@ class RegionService:
             log.warning("dropped an undecodable update on %s: %s", message.subject, exc)
             return
         replica = self.replica(envelope.room)
-        if replica.receive(envelope) and envelope.room in self.loaded:
-            asyncio.create_task(self._heal(envelope.room))
+        if replica.receive(envelope) and envelope.room in self.loaded and envelope.room not in self.healing:
+            self.healing.add(envelope.room)
+            asyncio.create_task(self._heal_once(envelope.room))
 
     async def _on_watermark(self, message) -> None:
         room_id = message.subject.rsplit(".", 1)[-1]
@@ -177,7 +180,12 @@ class RegionService:
             return
         replica = self.replica(room_id)
         if room_id not in self.loaded:
-            await self._load(room_id)
+            # Never wait for the core here: one subscription serves every
+            # room's syncs in turn. The requester retries until the room is loaded.
+            self._start_load(room_id)
+            if message.reply:
+                await self.nc.publish(message.reply, b"", headers={"Ama-Error": "loading"})
+            return
         step = (message.headers or {}).get(STEP_HEADER, "1")
         if step == "2":
             replica.take_sync(request)
@@ -201,10 +209,23 @@ class RegionService:
         self.loaded.add(room_id)
         return True
 
+    def _start_load(self, room_id: str) -> None:
+        if room_id in self.loading:
+            return
+        self.loading.add(room_id)
+
+        async def load() -> None:
+            try:
+                await self._load(room_id)
+            finally:
+                self.loading.discard(room_id)
+
+        asyncio.create_task(load())
+
     async def _load_missing(self) -> None:
         while True:
             for room_id in [room for room in self.replicas if room not in self.loaded]:
-                await self._load(room_id)
+                self._start_load(room_id)
             await asyncio.sleep(0.5)
 
     async def _anti_entropy(self) -> None:
@@ -213,6 +234,13 @@ class RegionService:
             now = time.monotonic()
             for room_id in [room for room, seen in self.active.items() if now - seen < ACTIVE_ROOM_S]:
                 await self._heal(room_id)
+
+    async def _heal_once(self, room_id: str) -> None:
+        """Heal a gap with one sync round; later gaps of the room wait until it ends."""
+        try:
+            await self._heal(room_id)
+        finally:
+            self.healing.discard(room_id)
 
     async def _heal(self, room_id: str) -> None:
         for other in self.others:
@@ -223,6 +251,8 @@ class RegionService:
         replica = self.replicas[room_id]
         try:
             reply = await self.nc.request(subjects.sync(region, room_id), encode(replica.sync_request()), timeout=SYNC_TIMEOUT_S)
+            if (reply.headers or {}).get("Ama-Error"):
+                return False
             step2 = replica.complete_sync(decode_sync(reply.data))
             if step2 is not None:
                 await self.nc.publish(subjects.sync(region, room_id), encode(step2), headers={STEP_HEADER: "2"})

@@ -191,3 +191,24 @@ async def test_reconnect_storm_spares_surviving_edge(tmp_path):
     finally:
         await asyncio.gather(*(client.stop() for client in clients))
         process.stop()
+
+
+async def test_room_never_opens_without_a_sync(failover):
+    """With the core down, a room no region has loaded is refused with 1011, and opens once the core is back."""
+    cluster = ClusterApi(failover.info)
+    room = cluster.create_room("Opened only after a sync")
+    region = cluster.regions()[1]
+    os.kill(failover.info["core_pid"], signal.SIGKILL)
+    try:
+        refused = AmaClient(cluster.edge(region), room["host_token"])
+        with pytest.raises(websockets.ConnectionClosed):
+            await refused.connect()
+        assert refused.close_code == 1011
+    finally:
+        restart(failover, "core")
+    opened = AmaClient(cluster.edge(region), room["host_token"])
+    await opened.connect()
+    try:
+        assert opened.state.room["title"] == "Opened only after a sync"
+    finally:
+        await opened.close()
