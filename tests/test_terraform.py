@@ -6,6 +6,8 @@
   providers. Mocks make no AWS call but need the hashicorp/aws provider
   binary. These tests run only when a local filesystem mirror contains it
   (``AMA_TF_PLUGIN_MIRROR``, default /opt/tf-plugins), and skip otherwise.
+- The topology plan with ``node_domain`` set, read by ``ama.plan.View`` and
+  rendered by ``ama.natsconf``: every address is a node's DNS name.
 - Static checks of every module's files, variables, outputs and providers.
 - The cloud templates rendered by Terraform: the NATS configuration checked
   by ``nats-server -t`` and the boot script by ``bash -n``.
@@ -515,6 +517,61 @@ def test_jetstream_stream_names_match_subjects(topology_dir, offline_env):
     for region, stream in placement["streams"].items():
         assert stream["stream"] == subjects.stream(region), region
         assert stream["subjects"] == [subjects.updates_of_region(region)], region
+
+
+def planned_topology_outputs(topology_dir: Path, env: dict[str, str], name: str, variables: list[str]) -> dict:
+    """Plan the copied topology module with ``-var`` arguments and return its planned output values."""
+    plan_file = f"{name}.tfplan"
+    args = ["plan", "-input=false", "-lock=false", f"-out={plan_file}"]
+    for variable in variables:
+        args += ["-var", variable]
+    run_terraform(args, topology_dir, env)
+    shown = run_terraform(["show", "-json", plan_file], topology_dir, env)
+    (topology_dir / plan_file).unlink()
+    outputs = json.loads(shown.stdout)["planned_values"]["outputs"]
+    return {key: output["value"] for key, output in outputs.items()}
+
+
+def test_node_domain_plan_names_hosts_for_ama(topology_dir, offline_env):
+    outputs = planned_topology_outputs(topology_dir, offline_env, "node-domain", [
+        'regions=[{name="us-east",latitude=39.04,longitude=-77.49},{name="eu-central",latitude=50.11,longitude=8.68},{name="ap-southeast",latitude=1.35,longitude=103.82}]',
+        "core_region=us-east",
+        "node_domain=ama.internal",
+    ])
+    plan = json.loads(outputs["plan"])
+    plans.validate(plan)
+    view = plans.View(plan)
+    server = view.region("eu-central")["nats"][1]
+
+    assert plan["bind"] == "0.0.0.0"
+    assert view.nats_urls("eu-central") == [f"nats://eu-central-nats-{i}.ama.internal:{20200 + 4 * (i - 1)}" for i in (1, 2, 3)]
+    assert view.core_url() == "http://core-1.ama.internal:20000"
+    assert view.bind_host(server) == "0.0.0.0"
+    assert outputs["nodes"]["eu-central-nats-2"]["routes"] == [f"nats-route://eu-central-nats-{i}.ama.internal:{20201 + 4 * (i - 1)}" for i in (1, 2, 3)]
+    assert outputs["nodes"]["us-east-edge-1"]["nats_urls"] == view.nats_urls_in_order(view.region("us-east")["edges"][0]["home_regions"])
+
+    config = natsconf.render(view, "eu-central", server, Path("/var/lib/ama/nats"))
+    assert 'listen: "0.0.0.0:20204"' in config
+    assert 'advertise: "eu-central-nats-2.ama.internal:20205"' in config
+    assert 'client_advertise: "eu-central-nats-2.ama.internal:20204"' in config
+    assert 'routes: ["nats-route://eu-central-nats-1.ama.internal:20201", "nats-route://eu-central-nats-2.ama.internal:20205", "nats-route://eu-central-nats-3.ama.internal:20209"]' in config
+    assert '"nats://us-east-nats-1.ama.internal:20102"' in config
+    assert "127.0.0.1" not in config
+
+
+def test_node_domain_unset_keeps_shared_host(topology_dir, offline_env):
+    outputs = planned_topology_outputs(topology_dir, offline_env, "shared-host", [
+        'regions=[{name="us-east",latitude=39.04,longitude=-77.49},{name="eu-central",latitude=50.11,longitude=8.68},{name="ap-southeast",latitude=1.35,longitude=103.82}]',
+        "core_region=us-east",
+        "host=10.0.0.5",
+    ])
+    plan = json.loads(outputs["plan"])
+    view = plans.View(plan)
+
+    assert "bind" not in plan
+    assert "host" not in plan["core"]
+    assert view.nats_urls("us-east") == ["nats://10.0.0.5:20100", "nats://10.0.0.5:20104", "nats://10.0.0.5:20108"]
+    assert outputs["nodes"]["us-east-nats-1"]["host"] == "10.0.0.5"
 
 
 @pytest.mark.cluster

@@ -51,23 +51,26 @@ module "topology" {
     }
   ]
   core_region = local.core_region
-  # Services bind to every interface; see the NOTE on nats_urls in the
-  # aws-region module about how they reach NATS.
-  host      = "0.0.0.0"
-  base_port = var.base_port
+  # Every node gets the host NAME.internal_domain, the record that the
+  # aws-region and aws-core modules create for it, and listens on 0.0.0.0.
+  node_domain = module.dns.internal_domain
+  base_port   = var.base_port
 }
 
 module "core" {
   source = "../../modules/aws-core"
   providers = {
-    aws = aws.us_east
+    aws     = aws.us_east
+    aws.dns = aws.dns
   }
 
   deployment         = var.deployment
   aws_region         = var.regions[local.core_region].aws_region
   plan               = module.topology.plan
   nodes              = module.topology.nodes
+  internal_zone_id   = module.dns.internal_zone_id
   internal_domain    = module.dns.internal_domain
+  peer_cidr_blocks   = [for name, region in var.regions : region.vpc_cidr_block if name != local.core_region]
   ami_id             = var.regions[local.core_region].ami_id
   vpc_id             = var.regions[local.core_region].vpc_id
   private_subnet_ids = var.regions[local.core_region].private_subnet_ids

@@ -26,6 +26,7 @@ locals {
   })
 
   parameter_name = "/${var.deployment}/${local.plan.core_region}/nodes/${local.core.name}"
+  core_fqdn      = "${local.core.name}.${var.internal_domain}"
   https          = var.certificate_arn != null
   database_name  = "ama"
 }
@@ -92,6 +93,16 @@ resource "aws_ssm_parameter" "core" {
   type        = "String"
   tier        = "Intelligent-Tiering"
   tags        = local.common_tags
+
+  lifecycle {
+    # Edges fetch the core's signing keys at the core's host in the plan,
+    # which must be the record this module creates.
+    precondition {
+      condition     = try(local.core.host, null) == local.core_fqdn
+      error_message = "plan: the core must have the host ${local.core_fqdn}, the DNS record this module creates, but has ${jsonencode(try(local.core.host, null))}. Set node_domain = internal_domain in the topology module."
+    }
+  }
+
   value = jsonencode({
     name      = local.core.name
     kind      = "core"
@@ -165,8 +176,9 @@ resource "aws_iam_instance_profile" "core" {
 }
 
 # ---------------------------------------------------------------------------
-# Security groups: clients reach the load balancer, the load balancer
-# reaches the core's HTTP port, and only the core reaches the database.
+# Security groups: clients reach the load balancer, the load balancer and
+# the nodes of every region's VPC reach the core's HTTP port, and only the
+# core reaches the database.
 # ---------------------------------------------------------------------------
 
 resource "aws_security_group" "lb" {
@@ -227,6 +239,18 @@ resource "aws_vpc_security_group_ingress_rule" "core_from_lb" {
   tags                         = local.common_tags
 }
 
+resource "aws_vpc_security_group_ingress_rule" "core_from_nodes" {
+  for_each = toset(concat([data.aws_vpc.this.cidr_block], var.peer_cidr_blocks))
+
+  security_group_id = aws_security_group.core.id
+  cidr_ipv4         = each.value
+  ip_protocol       = "tcp"
+  from_port         = local.core.http_port
+  to_port           = local.core.http_port
+  description       = "Core HTTP API from the nodes of every region, which fetch its signing keys"
+  tags              = local.common_tags
+}
+
 resource "aws_vpc_security_group_ingress_rule" "database_from_core" {
   security_group_id            = aws_security_group.database.id
   referenced_security_group_id = aws_security_group.core.id
@@ -285,6 +309,16 @@ resource "aws_instance" "core" {
     # only on purpose, with `terraform apply -replace`.
     ignore_changes = [ami]
   }
+}
+
+resource "aws_route53_record" "core" {
+  provider = aws.dns
+
+  zone_id = var.internal_zone_id
+  name    = local.core_fqdn
+  type    = "A"
+  ttl     = 30
+  records = [aws_instance.core.private_ip]
 }
 
 resource "aws_lb" "core" {

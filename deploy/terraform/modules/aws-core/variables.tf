@@ -35,8 +35,24 @@ variable "nodes" {
 }
 
 variable "internal_domain" {
-  description = "Domain of the private hosted zone with the NATS servers' names, such as ama.internal."
+  description = "Domain of the private hosted zone of node names, such as ama.internal; the core is reached as CORE_NAME.internal_domain. The topology module's node_domain must have the same value."
   type        = string
+}
+
+variable "internal_zone_id" {
+  description = "ID of the private Route 53 hosted zone of node names, where the core gets its A record."
+  type        = string
+}
+
+variable "peer_cidr_blocks" {
+  description = "CIDR blocks of the other regions' VPCs, allowed to reach the core's HTTP port directly: edges fetch the core's signing keys from CORE_NAME.internal_domain."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for block in var.peer_cidr_blocks : can(cidrnetmask(block))])
+    error_message = "peer_cidr_blocks must contain IPv4 CIDR blocks such as 10.1.0.0/16."
+  }
 }
 
 variable "ami_id" {

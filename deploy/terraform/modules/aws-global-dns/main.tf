@@ -5,8 +5,8 @@
 #   region of lowest latency (or the nearest one, with geoproximity) among
 #   those whose load balancer has healthy targets.
 # - core_record_name points at the core's load balancer.
-# - A private hosted zone, shared by every region's VPC, holds the NATS
-#   servers' names, which the aws-region modules register.
+# - A private hosted zone, shared by every region's VPC, holds the node
+#   names, which the aws-region and aws-core modules register.
 
 resource "aws_route53_record" "edge" {
   provider = aws.dns

@@ -45,12 +45,20 @@ locals {
   # the ports of the region's first edge in the plan.
   edge_template = local.region.edges[0]
   edge_count    = length(local.region.edges)
+  edges         = { for edge in local.region.edges : edge.name => edge }
+
+  # Every node of this region must have the host NAME.internal_domain in the
+  # plan (the topology module's node_domain), the name of the record that
+  # this module creates for it. Otherwise the services would connect to
+  # addresses that no record resolves.
+  plan_host_mismatches = [
+    for node in concat(local.region.nats, local.region.region_services, local.region.edges) :
+    "${node.name} (${jsonencode(try(node.host, null))})" if try(node.host, null) != "${node.name}.${var.internal_domain}"
+  ]
 
   # NATS client URLs by DNS name, home region first, then the others
   # nearest first, so that a service re-homes to the nearest live region.
-  # NOTE: the services still build NATS URLs from the plan's single host
-  # field, which cannot name servers on separate machines; nats_urls in the
-  # node configuration carries the addresses they need for that.
+  # The services build the same URLs from the plan's per-node hosts.
   service_nats_urls = flatten([
     for name in local.home_regions : [
       for server in local.plan_regions[name].nats : "nats://${server.name}.${var.internal_domain}:${server.client_port}"
@@ -133,6 +141,11 @@ resource "aws_ssm_parameter" "node" {
   tags  = local.common_tags
 
   lifecycle {
+    precondition {
+      condition     = length(local.plan_host_mismatches) == 0
+      error_message = "plan: every node of region ${var.region_name} must have the host NAME.${var.internal_domain}, the DNS record this module creates, but these do not: ${join(", ", local.plan_host_mismatches)}. Set node_domain = internal_domain in the topology module."
+    }
+
     precondition {
       condition     = length(jsonencode(each.value)) <= 8192
       error_message = "The configuration of ${each.key} is ${length(jsonencode(each.value))} bytes, over the 8 KB limit of an SSM parameter; use fewer regions or edges per region."
@@ -438,6 +451,17 @@ resource "aws_instance" "region_service" {
   depends_on = [aws_route53_record.nats]
 }
 
+resource "aws_route53_record" "region_service" {
+  provider = aws.dns
+  for_each = local.region_services
+
+  zone_id = var.internal_zone_id
+  name    = "${each.key}.${var.internal_domain}"
+  type    = "A"
+  ttl     = 30
+  records = [aws_instance.region_service[each.key].private_ip]
+}
+
 # ---------------------------------------------------------------------------
 # Edges: an Auto Scaling group behind an application load balancer.
 # Requests to /v1/ws go to the WebSocket port, everything else (the web UI
@@ -454,6 +478,32 @@ resource "aws_lb" "edge" {
   idle_timeout               = var.lb_idle_timeout
   drop_invalid_header_fields = true
   tags                       = merge(local.common_tags, { Name = "${var.deployment}-${var.region_name}-edges" })
+}
+
+# The plan's edges are not instances: the Auto Scaling group runs any
+# number of them behind the load balancer, and each instance names itself
+# at boot and copies the host of its template edge. So every edge name of
+# the plan resolves to the load balancer, the one address that reaches the
+# region's edges.
+# NOTE: browsers cannot use these names. The core and the edges hand
+# clients ws://NAME.internal_domain:WS_PORT/v1/ws, but the private zone
+# resolves only inside the VPCs and the load balancer listens on 80 and 443,
+# not on the plan's ports. The edges also accept WebSocket origins only from
+# those URLs. Until the plan carries a public URL per region, clients reach
+# the edges only through edge_record_name.
+resource "aws_route53_record" "edge" {
+  provider = aws.dns
+  for_each = local.edges
+
+  zone_id = var.internal_zone_id
+  name    = "${each.key}.${var.internal_domain}"
+  type    = "A"
+
+  alias {
+    name                   = aws_lb.edge.dns_name
+    zone_id                = aws_lb.edge.zone_id
+    evaluate_target_health = false
+  }
 }
 
 resource "aws_lb_target_group" "edge_http" {

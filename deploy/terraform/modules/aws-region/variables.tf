@@ -92,12 +92,12 @@ variable "peer_cidr_blocks" {
 }
 
 variable "internal_zone_id" {
-  description = "ID of the private Route 53 hosted zone that holds node names; the NATS servers get A records in it."
+  description = "ID of the private Route 53 hosted zone that holds node names; every NATS server, region service and plan edge of this region gets a record in it."
   type        = string
 }
 
 variable "internal_domain" {
-  description = "Domain of the private hosted zone, such as ama.internal; NATS server NAME is reached as NAME.internal_domain."
+  description = "Domain of the private hosted zone, such as ama.internal; node NAME is reached as NAME.internal_domain. The topology module's node_domain must have the same value, so that every node's host in the plan is its record here."
   type        = string
 }
 

@@ -185,36 +185,74 @@ locals {
 }
 
 # ---------------------------------------------------------------------------
+# Node addresses
+#
+# With node_domain set, every node gets its own host NAME.node_domain and
+# the plan gets bind = 0.0.0.0: ama.plan.View.node_host returns the node's
+# host to the nodes that connect to it, and View.bind_host returns bind as
+# the address a node listens on. With node_domain null, no node has a host
+# and every node uses the plan's host, as on one machine.
+# ---------------------------------------------------------------------------
+
+locals {
+  node_names = concat(
+    flatten([
+      for region in var.regions : concat(
+        [for server in local.nats_servers[region.name] : server.name],
+        [for service in local.region_services[region.name] : service.name],
+        [for edge in local.edge_ports[region.name] : edge.name],
+      )
+    ]),
+    [var.core_name],
+  )
+
+  # A list of zero or one domain, so that the maps below are empty, not
+  # null, without node_domain.
+  node_domains = var.node_domain == null ? [] : [var.node_domain]
+
+  # The host field of each node in the plan: {} or { host = NAME.DOMAIN }.
+  node_host_fields = {
+    for name in local.node_names : name => { for domain in local.node_domains : "host" => "${name}.${domain}" }
+  }
+  plan_bind_field = { for domain in local.node_domains : "bind" => "0.0.0.0" }
+
+  # The address other nodes connect to, as ama.plan.View.node_host returns it.
+  node_addresses = {
+    for name, fields in local.node_host_fields : name => lookup(fields, "host", var.host)
+  }
+}
+
+# ---------------------------------------------------------------------------
 # The plan, in the format that ama.plan.validate accepts
 # ---------------------------------------------------------------------------
 
 locals {
-  plan = {
+  plan = merge(local.plan_bind_field, {
     version     = local.plan_version
     host        = var.host
     core_region = var.core_region
-    core = {
+    core = merge(local.node_host_fields[var.core_name], {
       name      = var.core_name
       http_port = local.core_port
-    }
+    })
     regions = [
       for region in var.regions : {
         name            = region.name
         location        = [region.latitude, region.longitude]
-        nats            = local.nats_servers[region.name]
-        region_services = local.region_services[region.name]
+        nats            = [for server in local.nats_servers[region.name] : merge(server, local.node_host_fields[server.name])]
+        region_services = [for service in local.region_services[region.name] : merge(service, local.node_host_fields[service.name])]
         edges = [
-          for edge in local.edge_ports[region.name] : {
+          for edge in local.edge_ports[region.name] : merge(local.node_host_fields[edge.name], {
             name         = edge.name
             http_port    = edge.http_port
             ws_port      = edge.ws_port
             location     = [region.latitude, region.longitude]
             home_regions = local.home_regions[region.name]
-          }
+          })
         ]
       }
     ]
-  }
+  })
 }
 
 # ---------------------------------------------------------------------------
@@ -224,7 +262,7 @@ locals {
 locals {
   nats_client_urls = {
     for name in local.region_names : name => [
-      for server in local.nats_servers[name] : "nats://${var.host}:${server.client_port}"
+      for server in local.nats_servers[name] : "nats://${local.node_addresses[server.name]}:${server.client_port}"
     ]
   }
 
@@ -233,7 +271,7 @@ locals {
   # needs a route for JetStream in a supercluster (see ama/natsconf.py).
   nats_routes = {
     for name in local.region_names : name => [
-      for server in local.nats_servers[name] : "nats-route://${var.host}:${server.cluster_port}"
+      for server in local.nats_servers[name] : "nats-route://${local.node_addresses[server.name]}:${server.cluster_port}"
     ]
   }
 
@@ -241,7 +279,7 @@ locals {
     for name in local.region_names : name => [
       for other in local.region_names : {
         name = other
-        urls = [for server in local.nats_servers[other] : "nats://${var.host}:${server.gateway_port}"]
+        urls = [for server in local.nats_servers[other] : "nats://${local.node_addresses[server.name]}:${server.gateway_port}"]
       } if other != name
     ]
   }
@@ -257,6 +295,7 @@ locals {
       for server in local.nats_servers[region.name] : server.name => {
         region        = region.name
         kind          = "nats"
+        host          = local.node_addresses[server.name]
         instance_type = region.nats_instance_type
         ports = {
           client  = server.client_port
@@ -277,6 +316,7 @@ locals {
       for service in local.region_services[region.name] : service.name => {
         region        = region.name
         kind          = "region"
+        host          = local.node_addresses[service.name]
         instance_type = region.region_service_instance_type
         ports         = { http = service.http_port }
         routes        = []
@@ -292,6 +332,7 @@ locals {
       for edge in local.edge_ports[region.name] : edge.name => {
         region        = region.name
         kind          = "edge"
+        host          = local.node_addresses[edge.name]
         instance_type = region.edge_instance_type
         ports         = { http = edge.http_port, ws = edge.ws_port }
         routes        = []
@@ -306,6 +347,7 @@ locals {
     (var.core_name) = {
       region        = var.core_region
       kind          = "core"
+      host          = local.node_addresses[var.core_name]
       instance_type = var.core_instance_type
       ports         = { http = local.core_port }
       routes        = []

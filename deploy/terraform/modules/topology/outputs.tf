@@ -11,7 +11,8 @@ output "plan_object" {
 output "nodes" {
   description = <<-EOT
     Configuration of every node, keyed by node name: region, kind (nats,
-    region, edge or core), instance_type, ports, the NATS routes and gateways
+    region, edge or core), host (the address other nodes connect to),
+    instance_type, ports, the NATS routes and gateways
     of a NATS server (empty for other kinds), the NATS client URLs a service
     connects to in order, and the home regions nearest first.
   EOT

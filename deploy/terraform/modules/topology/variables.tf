@@ -128,13 +128,39 @@ variable "core_instance_type" {
 }
 
 variable "host" {
-  description = "Address that every node of the plan listens on and connects to (the plan's host field); 127.0.0.1 for a cluster on one machine."
+  description = "Address that every node of the plan listens on and connects to (the plan's host field); 127.0.0.1 for a cluster on one machine. Nodes with their own host from node_domain use it instead."
   type        = string
   default     = "127.0.0.1"
 
   validation {
     condition     = length(trimspace(var.host)) > 0
     error_message = "host must not be empty."
+  }
+}
+
+variable "node_domain" {
+  description = <<-EOT
+    DNS-name suffix of the nodes, such as ama.internal, or null. When set,
+    every node (NATS server, region service, edge and core) gets its own
+    host NAME.node_domain, which other nodes connect to, and the plan gets
+    bind = "0.0.0.0", the address every node listens on. The names must
+    resolve where the nodes run; the cloud modules create them. When null,
+    every node uses host, as on one machine.
+  EOT
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.node_domain == null || can(regex("^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?[.])*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$", var.node_domain))
+    error_message = "node_domain ${jsonencode(var.node_domain)} is not a DNS-name suffix: use dot-separated labels of 1 to 63 letters, digits or '-', each starting and ending with a letter or digit, with no leading or trailing dot, such as ama.internal."
+  }
+
+  validation {
+    # A node name is the first label of its DNS name.
+    condition = var.node_domain == null || alltrue([
+      for name in local.node_names : length(name) <= 63 && length(name) + 1 + length(var.node_domain == null ? "" : var.node_domain) <= 253
+    ])
+    error_message = "node_domain: every NAME.node_domain must be a valid DNS name, so each node name may have at most 63 characters and the whole name at most 253; too long: ${join(", ", [for name in local.node_names : name if length(name) > 63 || length(name) + 1 + length(var.node_domain == null ? "" : var.node_domain) > 253])}. Shorten the region names, core_name or node_domain."
   }
 }
 

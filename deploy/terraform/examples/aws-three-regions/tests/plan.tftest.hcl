@@ -130,6 +130,25 @@ run "three_regions" {
     condition     = [for region in jsondecode(output.plan).regions : region.nats[0].client_port] == [20300, 20200, 20100]
     error_message = "Each region's ports must follow its port_slot, not its position in the map (ap-southeast, eu-central, us-east)."
   }
+
+  assert {
+    condition     = jsondecode(output.plan).bind == "0.0.0.0" && jsondecode(output.plan).core.host == "core-1.ama.internal"
+    error_message = "Every node must listen on 0.0.0.0 and the core must have the host core-1.ama.internal, its record in the private zone."
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for region in jsondecode(output.plan).regions : [
+        for node in concat(region.nats, region.region_services, region.edges) : node.host == "${node.name}.ama.internal"
+      ]
+    ]))
+    error_message = "Every node of the plan must have the host NAME.ama.internal, the default internal_domain of the aws-global-dns module."
+  }
+
+  assert {
+    condition     = module.region_eu_central.nats_urls == ["nats://eu-central-nats-1.ama.internal:20200", "nats://eu-central-nats-2.ama.internal:20204", "nats://eu-central-nats-3.ama.internal:20208"]
+    error_message = "The aws-region module's NATS URLs must name the same hosts as the plan."
+  }
 }
 
 run "reject_region_without_module" {

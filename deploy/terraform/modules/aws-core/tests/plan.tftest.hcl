@@ -27,7 +27,29 @@ mock_provider "aws" {
   }
 }
 
+mock_provider "aws" {
+  alias = "dns"
+}
+
 run "topology" {
+  command = plan
+
+  module {
+    source = "../topology"
+  }
+
+  variables {
+    regions = [
+      { name = "us-east", latitude = 39.04, longitude = -77.49 },
+      { name = "eu-central", latitude = 50.11, longitude = 8.68 },
+      { name = "ap-southeast", latitude = 1.35, longitude = 103.82 },
+    ]
+    core_region = "eu-central"
+    node_domain = "ama.internal"
+  }
+}
+
+run "topology_without_node_domain" {
   command = plan
 
   module {
@@ -52,10 +74,12 @@ run "core_and_database" {
     plan               = run.topology.plan
     nodes              = run.topology.nodes
     internal_domain    = "ama.internal"
+    internal_zone_id   = "Z0INTERNAL"
     ami_id             = "ami-0123456789abcdef0"
     vpc_id             = "vpc-0123456789abcdef0"
     private_subnet_ids = ["subnet-a", "subnet-b"]
     public_subnet_ids  = ["subnet-c", "subnet-d"]
+    peer_cidr_blocks   = ["10.30.0.0/16"]
   }
 
   assert {
@@ -84,6 +108,16 @@ run "core_and_database" {
   }
 
   assert {
+    condition     = aws_route53_record.core.name == "core-1.ama.internal" && aws_route53_record.core.name == jsondecode(run.topology.plan).core.host
+    error_message = "The core must get CORE_NAME.internal_domain in the private zone, its host in the plan."
+  }
+
+  assert {
+    condition     = keys(aws_vpc_security_group_ingress_rule.core_from_nodes) == ["10.10.0.0/16", "10.30.0.0/16"]
+    error_message = "The core's HTTP port must be open to its VPC and peer_cidr_blocks, where edges fetch its signing keys."
+  }
+
+  assert {
     condition     = aws_instance.core.tags["Name"] == "core-1"
     error_message = "The core instance must be named after the plan's core."
   }
@@ -97,6 +131,7 @@ run "reject_short_backup_retention" {
     plan                     = run.topology.plan
     nodes                    = run.topology.nodes
     internal_domain          = "ama.internal"
+    internal_zone_id         = "Z0INTERNAL"
     ami_id                   = "ami-0123456789abcdef0"
     vpc_id                   = "vpc-0123456789abcdef0"
     private_subnet_ids       = ["subnet-a", "subnet-b"]
@@ -105,4 +140,22 @@ run "reject_short_backup_retention" {
   }
 
   expect_failures = [var.db_backup_retention_days]
+}
+
+run "reject_plan_without_core_host" {
+  command = plan
+
+  variables {
+    aws_region         = "eu-central-1"
+    plan               = run.topology_without_node_domain.plan
+    nodes              = run.topology_without_node_domain.nodes
+    internal_domain    = "ama.internal"
+    internal_zone_id   = "Z0INTERNAL"
+    ami_id             = "ami-0123456789abcdef0"
+    vpc_id             = "vpc-0123456789abcdef0"
+    private_subnet_ids = ["subnet-a", "subnet-b"]
+    public_subnet_ids  = ["subnet-c", "subnet-d"]
+  }
+
+  expect_failures = [aws_ssm_parameter.core]
 }

@@ -46,7 +46,24 @@ run "topology" {
       { name = "ap-southeast", latitude = 1.35, longitude = 103.82 },
     ]
     core_region = "us-east"
-    host        = "0.0.0.0"
+    node_domain = "ama.internal"
+  }
+}
+
+run "topology_without_node_domain" {
+  command = plan
+
+  module {
+    source = "../topology"
+  }
+
+  variables {
+    regions = [
+      { name = "us-east", latitude = 39.04, longitude = -77.49 },
+      { name = "eu-central", latitude = 50.11, longitude = 8.68 },
+      { name = "ap-southeast", latitude = 1.35, longitude = 103.82 },
+    ]
+    core_region = "us-east"
   }
 }
 
@@ -85,6 +102,39 @@ run "us_east_nodes" {
   assert {
     condition     = aws_route53_record.nats["us-east-nats-2"].name == "us-east-nats-2.ama.internal"
     error_message = "Each NATS server must get NAME.internal_domain in the private zone."
+  }
+
+  assert {
+    condition     = aws_route53_record.region_service["us-east-region-2"].name == "us-east-region-2.ama.internal"
+    error_message = "Each region service must get NAME.internal_domain in the private zone."
+  }
+
+  assert {
+    condition     = keys(aws_route53_record.edge) == ["us-east-edge-1", "us-east-edge-2"]
+    error_message = "Every edge of the plan must get a record in the private zone, keyed by node name."
+  }
+
+  assert {
+    # The load balancer's DNS name is known only after apply, so the plan
+    # checks the record's name and that it is an alias.
+    condition     = aws_route53_record.edge["us-east-edge-2"].name == "us-east-edge-2.ama.internal" && length(aws_route53_record.edge["us-east-edge-2"].alias) == 1
+    error_message = "Each edge name of the plan must be an alias record of the region's edge load balancer."
+  }
+
+  assert {
+    condition = alltrue([
+      for node in concat(
+        jsondecode(run.topology.plan).regions[0].nats,
+        jsondecode(run.topology.plan).regions[0].region_services,
+        jsondecode(run.topology.plan).regions[0].edges,
+      ) :
+      contains(concat(
+        [for record in aws_route53_record.nats : record.name],
+        [for record in aws_route53_record.region_service : record.name],
+        [for record in aws_route53_record.edge : record.name],
+      ), node.host)
+    ])
+    error_message = "Every node host of the region in the plan must be the name of a record this module creates."
   }
 
   assert {
@@ -188,4 +238,23 @@ run "reject_single_private_subnet" {
   }
 
   expect_failures = [var.private_subnet_ids]
+}
+
+run "reject_plan_without_node_hosts" {
+  command = plan
+
+  variables {
+    region_name        = "us-east"
+    aws_region         = "us-east-1"
+    plan               = run.topology_without_node_domain.plan
+    nodes              = run.topology_without_node_domain.nodes
+    ami_id             = "ami-0123456789abcdef0"
+    vpc_id             = "vpc-0123456789abcdef0"
+    private_subnet_ids = ["subnet-a", "subnet-b"]
+    public_subnet_ids  = ["subnet-c", "subnet-d"]
+    internal_zone_id   = "Z0INTERNAL"
+    internal_domain    = "ama.internal"
+  }
+
+  expect_failures = [aws_ssm_parameter.node]
 }

@@ -299,3 +299,91 @@ run "antipodes_half_circumference" {
     error_message = "Home regions must be ordered by distance."
   }
 }
+
+run "node_domain_unset_adds_no_host" {
+  command = plan
+
+  assert {
+    condition     = !contains(keys(jsondecode(output.plan)), "bind")
+    error_message = "Without node_domain the plan must have no bind field."
+  }
+
+  assert {
+    condition = alltrue(flatten([
+      for region in jsondecode(output.plan).regions : [
+        for node in concat(region.nats, region.region_services, region.edges) : !contains(keys(node), "host")
+      ]
+    ]))
+    error_message = "Without node_domain no node may have a host field, so that every node uses the plan's host."
+  }
+
+  assert {
+    condition     = !contains(keys(jsondecode(output.plan).core), "host")
+    error_message = "Without node_domain the core must have no host field."
+  }
+}
+
+run "node_domain_hosts" {
+  command = plan
+
+  variables {
+    node_domain = "ama.internal"
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).bind == "0.0.0.0"
+    error_message = "With node_domain every node must listen on 0.0.0.0 (plan.bind)."
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).host == "127.0.0.1"
+    error_message = "node_domain must leave the plan's host field as the host input."
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).regions[1].nats[0].host == "eu-central-nats-1.ama.internal"
+    error_message = "A NATS server's host must be NAME.node_domain."
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).regions[1].region_services[0].host == "eu-central-region-1.ama.internal"
+    error_message = "A region service's host must be NAME.node_domain."
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).regions[2].edges[0].host == "ap-southeast-edge-1.ama.internal"
+    error_message = "An edge's host must be NAME.node_domain."
+  }
+
+  assert {
+    condition     = jsondecode(output.plan).core == { name = "core-1", http_port = 20000, host = "core-1.ama.internal" }
+    error_message = "The core's host must be NAME.node_domain."
+  }
+
+  assert {
+    condition     = output.nodes["eu-central-nats-1"].routes == ["nats-route://eu-central-nats-1.ama.internal:20201"]
+    error_message = "NATS routes must name each server by its host."
+  }
+
+  assert {
+    condition = output.nodes["eu-central-nats-1"].gateways == [
+      { name = "us-east", urls = ["nats://us-east-nats-1.ama.internal:20102"] },
+      { name = "ap-southeast", urls = ["nats://ap-southeast-nats-1.ama.internal:20302"] },
+    ]
+    error_message = "NATS gateways must name each server of the other regions by its host."
+  }
+
+  assert {
+    condition = output.nodes["ap-southeast-edge-1"].nats_urls == [
+      "nats://ap-southeast-nats-1.ama.internal:20300",
+      "nats://eu-central-nats-1.ama.internal:20200",
+      "nats://us-east-nats-1.ama.internal:20100",
+    ]
+    error_message = "An edge's NATS client URLs must name the servers by their hosts, in home-region order."
+  }
+
+  assert {
+    condition     = output.nodes["core-1"].host == "core-1.ama.internal" && output.nodes["us-east-region-1"].host == "us-east-region-1.ama.internal"
+    error_message = "Every entry of nodes must carry the node's own host."
+  }
+}

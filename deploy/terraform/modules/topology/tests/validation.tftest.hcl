@@ -292,3 +292,40 @@ run "reject_tiny_ports_per_region" {
 
   expect_failures = [var.ports_per_region]
 }
+
+run "reject_node_domain_with_leading_dot" {
+  command = plan
+
+  variables {
+    node_domain = ".ama.internal"
+  }
+
+  expect_failures = [var.node_domain]
+}
+
+run "reject_node_domain_with_underscore" {
+  command = plan
+
+  variables {
+    node_domain = "ama_nodes.internal"
+  }
+
+  expect_failures = [var.node_domain]
+}
+
+run "reject_node_name_longer_than_dns_label" {
+  command = plan
+
+  variables {
+    # 60 + "-region-1" = 69 characters, over the 63 of a DNS label.
+    regions = [
+      { name = "r${join("", [for i in range(59) : "x"])}", latitude = 39.04, longitude = -77.49 },
+      { name = "eu-central", latitude = 50.11, longitude = 8.68 },
+      { name = "ap-southeast", latitude = 1.35, longitude = 103.82 },
+    ]
+    core_region = "eu-central"
+    node_domain = "ama.internal"
+  }
+
+  expect_failures = [var.node_domain]
+}
