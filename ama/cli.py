@@ -30,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--data-dir", type=Path, default=Path("data"), help="directory for the plan, stores, logs and cluster.json (default: ./data)")
     up.add_argument("--plan", type=Path, default=None, help="start this topology plan (JSON) instead of the default three regions")
+    up.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help=(
+            "make the core store rooms and updates in this PostgreSQL database (postgresql://USER@HOST:PORT/DB); "
+            "put the password in PGPASSWORD or ~/.pgpass rather than the URL, since the URL shows in the process list "
+            "(default: an SQLite file under DIR/core)"
+        ),
+    )
     add_routing_arguments(up)
 
     restart = commands.add_parser(
@@ -91,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         from ama.supervisor import UpError, run
 
         try:
-            return run(args.data_dir, args.plan, args.geoip, args.trusted_proxy)
+            return run(args.data_dir, args.plan, args.geoip, args.trusted_proxy, args.database_url)
         except (UpError, plans.PlanError, FileNotFoundError) as exc:
             print(f"ama up: error: {exc}", file=sys.stderr)
             return 2

@@ -112,9 +112,14 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(temporary, path)
 
 
-def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | None = None) -> list[Child]:
-    """List every process of the cluster, in start order, and write the NATS configurations."""
+def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | None = None, database_url: str | None = None) -> list[Child]:
+    """List every process of the cluster, in start order, and write the NATS configurations.
+
+    ``database_url`` makes the core store its data in that PostgreSQL database
+    instead of the SQLite file in its data dir.
+    """
     routing_args = routing_args or []
+    database_args = ["--database-url", database_url] if database_url else []
     nats_binary = natsconf.find_binary()
     credentials = natsconf.create_credentials(data_dir / "credentials")
     python = sys.executable
@@ -133,7 +138,7 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
     core = view.plan["core"]
     children.append(Child(
         core["name"], "core", view.plan["core_region"],
-        [python, "-m", "core.main", "--plan", plan_path, "--data-dir", str(data_dir / "core"), *routing_args],
+        [python, "-m", "core.main", "--plan", plan_path, "--data-dir", str(data_dir / "core"), *database_args, *routing_args],
         view.core_url() + "/healthz", logs / f"{core['name']}.log", credentials["core"],
     ))
     for kind, key, module, extra in (("region", "region_services", "region.main", []), ("edge", "edges", "edge.main", routing_args)):
@@ -294,12 +299,18 @@ def routing_arguments(geoip: Path | None, trusted_proxies: list[str]) -> list[st
     return args
 
 
-def run(data_dir: Path, plan_file: Path | None = None, geoip: Path | None = None, trusted_proxies: list[str] | None = None) -> int:
+def run(
+    data_dir: Path,
+    plan_file: Path | None = None,
+    geoip: Path | None = None,
+    trusted_proxies: list[str] | None = None,
+    database_url: str | None = None,
+) -> int:
     """Run ``ama up`` in the foreground until Ctrl-C or SIGTERM; return the exit status."""
     data_dir = data_dir.resolve()
     routing_args = routing_arguments(geoip, trusted_proxies or [])
     view = prepare_plan(data_dir, plan_file)
-    cluster = Cluster(data_dir, view, plan_children(data_dir, view, routing_args))
+    cluster = Cluster(data_dir, view, plan_children(data_dir, view, routing_args, database_url))
 
     def on_signal(signum, frame):
         raise _Stop()

@@ -6,7 +6,6 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ from ama.routing import Routing
 from ama.room import Room, digest
 from ama.tokens import REFRESH_GRACE_S, Signer, TokenError, Verifier
 from core.service import CoreReplicas, now_ms
-from core.store import NewUpdate, RoomRecord
+from core.store import DuplicateRoomError, NewUpdate, RoomRecord
 
 log = logging.getLogger("ama.core.http")
 
@@ -98,7 +97,7 @@ def build_app(state: CoreState) -> Starlette:
         record = RoomRecord(room_id, title, normalize_code(code), host_user, created)
         try:
             await state.store.create_room(record, NewUpdate(room_id, message.producer, message.seq, genesis, "core"), created)
-        except sqlite3.IntegrityError:
+        except DuplicateRoomError:
             raise ApiError(503, "try_again", "A room id or code collided; send the request again.") from None
         host_token = state.signer.issue(host_user, room_id, "host", "Host")
         log.info("room=%s created by user=%s", room_id, host_user)

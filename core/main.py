@@ -1,4 +1,4 @@
-"""Run the core: ``python -m core.main --plan PLAN --data-dir DIR``."""
+"""Run the core: ``python -m core.main --plan PLAN --data-dir DIR [--database-url URL]``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ama.routing import Routing, add_routing_arguments
 from ama.tokens import Signer, Verifier
 from core.app import CoreState, build_app
 from core.service import CoreReplicas, Ingest
-from core.store import SQLiteStore
+from core.store import open_store, redact_url
 
 log = logging.getLogger("ama.core")
 
@@ -33,15 +33,16 @@ def load_admin_token(path: Path) -> str:
     return token
 
 
-async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxies: list[str]) -> None:
+async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxies: list[str], database_url: str | None = None) -> None:
     view = plans.View(plans.load(plan_path))
     region = view.plan["core_region"]
     logs.setup(view.plan["core"]["name"], region)
     stop = stop_on_signals()
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    store = SQLiteStore(data_dir / "core.sqlite3")
-    await store.open()
+    database = database_url or data_dir / "core.sqlite3"
+    store = await open_store(database)
+    log.info("core store opened database=%s", redact_url(database))
     signer = Signer.load_or_create(data_dir / "signing-key.json")
     order = [region] + [name for name in view.region_names() if name != region]
     routing = Routing(view, view.region_names(), geoip, trusted_proxies)
@@ -61,13 +62,27 @@ async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxi
         log.info("core stopped")
 
 
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=None,
+        help=(
+            "store the core's rooms and updates in this PostgreSQL database (postgresql://USER@HOST:PORT/DB); "
+            "put the password in PGPASSWORD or ~/.pgpass rather than the URL, since the URL shows in the process list "
+            "(default: the SQLite file core.sqlite3 in --data-dir)"
+        ),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m core.main", description="Run the AMA Mesh core service.")
     parser.add_argument("--plan", type=Path, required=True, help="topology plan JSON written by ama up")
     parser.add_argument("--data-dir", type=Path, required=True, help="directory of the core's database and keys")
+    add_database_argument(parser)
     add_routing_arguments(parser)
     args = parser.parse_args()
-    asyncio.run(run(args.plan, args.data_dir, args.geoip, args.trusted_proxy))
+    asyncio.run(run(args.plan, args.data_dir, args.geoip, args.trusted_proxy, args.database_url))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from ama import subjects
 from ama.natsutil import guarded, is_fatal
 from ama.replication import Replica, SyncMessage, UpdateMessage, decode_update, encode
 from ama.room import Room
-from core.store import NewUpdate, Snapshot, SQLiteStore
+from core.store import NewUpdate, Snapshot, Store
 
 log = logging.getLogger("ama.core.ingest")
 
@@ -51,7 +51,7 @@ def now_ms() -> int:
 class CoreReplicas:
     """The core's replica of each room, loaded from the store on first use."""
 
-    def __init__(self, store: SQLiteStore):
+    def __init__(self, store: Store):
         self.store = store
         self.replicas: dict[str, Replica] = {}
         self.last_ids: dict[str, int] = {}

@@ -1,11 +1,14 @@
-"""The core's durable store in SQLite: rooms, the update log and per-room snapshots.
+"""The core's durable store: rooms, the update log and per-room snapshots.
 
-Every write commits with ``synchronous=FULL`` in WAL mode before the caller
-acknowledges anything, so an update the core reports as stored survives a
-crash of the process or the machine. Updates are deduplicated by the SHA-256
-of their bytes: the same update that arrives by two paths is stored once.
+Two backends share one async interface (``Store``): SQLite in a file, the
+default, and PostgreSQL (``core.store_postgres``) for production. Every write
+commits before the caller acknowledges anything, so an update the core reports
+as stored survives a crash of the process or the machine. Updates are
+deduplicated by the SHA-256 of their bytes: the same update that arrives by
+two paths is stored once.
 
-SQLite calls run on one dedicated thread, which owns the connection.
+In the SQLite backend, SQLite calls run on one dedicated thread, which owns
+the connection, and every write commits with ``synchronous=FULL`` in WAL mode.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rooms (
@@ -86,6 +93,71 @@ class NewUpdate:
         return hashlib.sha256(self.data).digest()
 
 
+class StoreError(Exception):
+    """Base class of the errors that the store raises on purpose."""
+
+
+class DuplicateRoomError(StoreError):
+    """A new room's id or join code is already taken by another room."""
+
+
+class Store(Protocol):
+    """The interface that every backend of the core's store implements."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def create_room(self, record: RoomRecord, genesis: NewUpdate, now_ms: int) -> None: ...
+
+    async def room(self, room: str) -> RoomRecord | None: ...
+
+    async def set_moderator_code(self, room: str, code: str) -> None: ...
+
+    async def room_ids(self) -> list[str]: ...
+
+    async def append(self, updates: list[NewUpdate], now_ms: int) -> list[int | None]: ...
+
+    async def updates_after(self, room: str, after_id: int) -> list[StoredUpdate]: ...
+
+    async def update_count(self, room: str | None = None) -> int: ...
+
+    async def snapshot(self, room: str) -> Snapshot | None: ...
+
+    async def save_snapshot(self, room: str, snapshot: Snapshot, now_ms: int) -> None: ...
+
+
+def is_postgres_url(target: str | Path) -> bool:
+    return isinstance(target, str) and urlsplit(target).scheme in POSTGRES_SCHEMES
+
+
+def redact_url(target: str | Path) -> str:
+    """Return the database URL or path with any password replaced by ``***``, for logs."""
+    if not is_postgres_url(target):
+        return str(target)
+    parts = urlsplit(target)
+    if parts.password is None:
+        return target
+    user, _, host = parts.netloc.rpartition("@")
+    user_name = user.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user_name}:***@{host}"))
+
+
+async def open_store(target: str | Path, schema: str = "public") -> Store:
+    """Open the store at ``target``: PostgreSQL for a ``postgresql://`` or ``postgres://`` URL, else an SQLite file.
+
+    ``schema`` applies to PostgreSQL only.
+    """
+    if is_postgres_url(target):
+        from core.store_postgres import PostgresStore
+
+        store: Store = PostgresStore(target, schema=schema)
+    else:
+        store = SQLiteStore(Path(target))
+    await store.open()
+    return store
+
+
 class SQLiteStore:
     """The SQLite backend of the core's store."""
 
@@ -122,12 +194,17 @@ class SQLiteStore:
         await self._run(self._create_room, record, genesis, now_ms)
 
     def _create_room(self, record: RoomRecord, genesis: NewUpdate, now_ms: int) -> None:
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO rooms (room, title, code, host_user, created_at) VALUES (?, ?, ?, ?, ?)",
-                (record.room, record.title, record.code, record.host_user, record.created_at),
-            )
-            self._insert_update(db, genesis, now_ms)
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO rooms (room, title, code, host_user, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (record.room, record.title, record.code, record.host_user, record.created_at),
+                )
+                self._insert_update(db, genesis, now_ms)
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_CONSTRAINT_UNIQUE, sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY):
+                raise DuplicateRoomError(f"room {record.room!r} or its code is already taken") from exc
+            raise
 
     async def room(self, room: str) -> RoomRecord | None:
         row = await self._run(self._query_one, "SELECT room, title, code, host_user, created_at, moderator_code FROM rooms WHERE room = ?", (room,))
