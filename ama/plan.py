@@ -182,9 +182,15 @@ class View:
         raise PlanError(f"no edge named {name!r} in the plan")
 
     def edge_ws_url(self, edge: dict) -> str:
+        """Return the WebSocket URL browsers use for ``edge``: its ``public_ws_url``, else ws://HOST:WS_PORT/v1/ws."""
+        if edge.get("public_ws_url"):
+            return edge["public_ws_url"]
         return f"ws://{url_host(self.node_host(edge))}:{edge['ws_port']}/v1/ws"
 
     def edge_http_url(self, edge: dict) -> str:
+        """Return the URL browsers open ``edge``'s page at: its ``public_http_url``, else http://HOST:HTTP_PORT."""
+        if edge.get("public_http_url"):
+            return edge["public_http_url"]
         return f"http://{url_host(self.node_host(edge))}:{edge['http_port']}"
 
     def edge_ws_urls(self, region: str | None = None) -> list[str]:

@@ -169,10 +169,33 @@ class EdgeNode:
 
 
 def edge_origins(view: plans.View, edge: dict) -> list[str]:
-    """Return the origins an edge's page has; on loopback, every name of this machine."""
+    """Return the origins an edge's page has.
+
+    These are http://HOST:HTTP_PORT, which on loopback is every name of this
+    machine, plus the origin of the edge's ``public_http_url`` when the plan
+    sets one. That origin is written as browsers send it in the Origin
+    header: lowercase scheme and host, no path, and no port when the port is
+    the scheme's default.
+    """
+    from urllib.parse import urlsplit
+
     if view.node_host(edge) in ("127.0.0.1", "localhost", "::1"):
-        return [f"http://{host}:{edge['http_port']}" for host in ("127.0.0.1", "localhost", "[::1]")]
-    return [view.edge_http_url(edge)]
+        hosts = ["127.0.0.1", "localhost", "[::1]"]
+    else:
+        hosts = [plans.url_host(view.node_host(edge))]
+    origins = [f"http://{host}:{edge['http_port']}" for host in hosts]
+
+    public_url = edge.get("public_http_url")
+    if public_url:
+        parts = urlsplit(public_url)
+        scheme = parts.scheme.lower()
+        host = plans.url_host(parts.hostname or "")
+        default_port = {"http": 80, "https": 443}.get(scheme)
+        if parts.port is None or parts.port == default_port:
+            origins.append(f"{scheme}://{host}")
+        else:
+            origins.append(f"{scheme}://{host}:{parts.port}")
+    return origins
 
 
 def _fetch_json(url: str) -> dict:

@@ -610,3 +610,81 @@ def test_nats_config_binds_wildcard_and_advertises_node_host(tmp_path):
     assert f'advertise: "{server["name"]}.internal:{server["gateway_port"]}"' in config
     other = plan["regions"][1]["nats"][0]
     assert f"nats://{other['name']}.internal:{other['gateway_port']}" in config
+
+
+def test_edge_urls_without_public_urls():
+    plan = default_plan()
+    edge = plan["regions"][0]["edges"][0]
+    edge["host"] = "edge-1.internal"
+    view = View(plan)
+
+    assert view.edge_ws_url(edge) == f"ws://edge-1.internal:{edge['ws_port']}/v1/ws"
+    assert view.edge_http_url(edge) == f"http://edge-1.internal:{edge['http_port']}"
+
+
+def test_edge_urls_prefer_public_urls():
+    plan = default_plan()
+    edge = plan["regions"][0]["edges"][0]
+    edge["host"] = "edge-1.internal"
+    edge["public_ws_url"] = "wss://us-east.ama.example.com/v1/ws"
+    edge["public_http_url"] = "https://us-east.ama.example.com"
+    view = View(plan)
+
+    assert view.edge_ws_url(edge) == "wss://us-east.ama.example.com/v1/ws"
+    assert view.edge_http_url(edge) == "https://us-east.ama.example.com"
+    assert view.edge_ws_urls(plan["regions"][0]["name"]) == ["wss://us-east.ama.example.com/v1/ws"]
+    other = plan["regions"][1]["edges"][0]
+    assert view.edge_ws_url(other) == f"ws://127.0.0.1:{other['ws_port']}/v1/ws"
+
+
+def test_edge_origins_without_public_url():
+    from edge.node import edge_origins
+
+    plan = default_plan()
+    edge = plan["regions"][0]["edges"][0]
+    edge["host"] = "edge-1.internal"
+    loopback_edge = plan["regions"][1]["edges"][0]
+    view = View(plan)
+
+    assert edge_origins(view, edge) == [f"http://edge-1.internal:{edge['http_port']}"]
+    assert edge_origins(view, loopback_edge) == [
+        f"http://127.0.0.1:{loopback_edge['http_port']}",
+        f"http://localhost:{loopback_edge['http_port']}",
+        f"http://[::1]:{loopback_edge['http_port']}",
+    ]
+
+
+def test_edge_origins_include_public_origin():
+    from edge.node import edge_origins
+
+    plan = default_plan()
+    edge = plan["regions"][0]["edges"][0]
+    edge["host"] = "edge-1.internal"
+    edge["public_http_url"] = "https://US-East.ama.example.com/app/"
+    view = View(plan)
+
+    origins = edge_origins(view, edge)
+
+    assert "https://us-east.ama.example.com" in origins
+    assert f"http://edge-1.internal:{edge['http_port']}" in origins
+    assert len(origins) == 2
+
+
+@pytest.mark.parametrize(
+    ("public_http_url", "origin"),
+    [
+        ("https://ama.example.com:443", "https://ama.example.com"),
+        ("http://ama.example.com:80/", "http://ama.example.com"),
+        ("https://ama.example.com:8443/path", "https://ama.example.com:8443"),
+        ("http://[2001:db8::1]:8080", "http://[2001:db8::1]:8080"),
+    ],
+)
+def test_edge_origins_public_origin_ports(public_http_url, origin):
+    from edge.node import edge_origins
+
+    plan = default_plan()
+    edge = plan["regions"][0]["edges"][0]
+    edge["public_http_url"] = public_http_url
+    view = View(plan)
+
+    assert origin in edge_origins(view, edge)

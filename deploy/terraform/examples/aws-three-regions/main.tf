@@ -55,6 +55,23 @@ module "topology" {
   # aws-region and aws-core modules create for it, and listens on 0.0.0.0.
   node_domain = module.dns.internal_domain
   base_port   = var.base_port
+
+  # Browsers reach the edges only through each region's public load
+  # balancer, so the core and the edges hand them the public name that
+  # resolves to it: the region's alias record under edge_record_name. The
+  # load balancer listens on 443 with TLS when the region has a
+  # certificate_arn, else on 80, and forwards /v1/ws to the edges'
+  # WebSocket port and every other path to their HTTP port.
+  # NOTE: every region's record has the same name, so a browser sent to a
+  # region's URL reaches the region that Route 53 picks for it (the lowest
+  # latency or the nearest healthy one), not always the region that the
+  # core's edge order names.
+  edge_public_urls = {
+    for name, region in var.regions : name => {
+      ws_url   = "${region.certificate_arn != null ? "wss" : "ws"}://${module.dns.edge_fqdn}/v1/ws"
+      http_url = "${region.certificate_arn != null ? "https" : "http"}://${module.dns.edge_fqdn}"
+    }
+  }
 }
 
 module "core" {

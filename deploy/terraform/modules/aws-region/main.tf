@@ -485,12 +485,10 @@ resource "aws_lb" "edge" {
 # at boot and copies the host of its template edge. So every edge name of
 # the plan resolves to the load balancer, the one address that reaches the
 # region's edges.
-# NOTE: browsers cannot use these names. The core and the edges hand
-# clients ws://NAME.internal_domain:WS_PORT/v1/ws, but the private zone
-# resolves only inside the VPCs and the load balancer listens on 80 and 443,
-# not on the plan's ports. The edges also accept WebSocket origins only from
-# those URLs. Until the plan carries a public URL per region, clients reach
-# the edges only through edge_record_name.
+# Browsers cannot use these names, because the private zone resolves only
+# inside the VPCs. The plan's public_ws_url and public_http_url of each edge
+# (the topology module's edge_public_urls) give browsers the public name of
+# this load balancer instead.
 resource "aws_route53_record" "edge" {
   provider = aws.dns
   for_each = local.edges

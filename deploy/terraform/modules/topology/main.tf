@@ -227,6 +227,16 @@ locals {
 # ---------------------------------------------------------------------------
 
 locals {
+  # The public URL fields of each region's edges: {} without an entry in
+  # var.edge_public_urls, so that the plan then has no such fields.
+  edge_public_url_fields = {
+    for name in local.region_names : name => (
+      contains(keys(var.edge_public_urls), name)
+      ? { public_ws_url = var.edge_public_urls[name].ws_url, public_http_url = var.edge_public_urls[name].http_url }
+      : {}
+    )
+  }
+
   plan = merge(local.plan_bind_field, {
     version     = local.plan_version
     host        = var.host
@@ -248,7 +258,7 @@ locals {
             ws_port      = edge.ws_port
             location     = [region.latitude, region.longitude]
             home_regions = local.home_regions[region.name]
-          })
+          }, local.edge_public_url_fields[region.name])
         ]
       }
     ]

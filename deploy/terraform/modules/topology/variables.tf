@@ -201,3 +201,36 @@ variable "ports_per_region" {
     error_message = "ports_per_region must be a whole number of at least 7 (one NATS server, one region service and one edge); got ${var.ports_per_region}."
   }
 }
+
+variable "edge_public_urls" {
+  description = <<-EOT
+    Public URLs of each region's edges, keyed by region name: ws_url, the
+    WebSocket URL browsers connect to (such as
+    wss://us-east.ama.example.com/v1/ws), and http_url, the URL of the web
+    UI (such as https://us-east.ama.example.com). They become the
+    public_ws_url and public_http_url of every edge of that region, which
+    the core and the edges hand to browsers in place of
+    ws://HOST:WS_PORT/v1/ws and http://HOST:HTTP_PORT. A region without an
+    entry keeps those host and port URLs.
+  EOT
+  type = map(object({
+    ws_url   = string
+    http_url = string
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.edge_public_urls) : contains(var.regions[*].name, name)])
+    error_message = "edge_public_urls: every key must be the name of one of the regions (${join(", ", var.regions[*].name)}); unknown: ${join(", ", [for name in keys(var.edge_public_urls) : jsonencode(name) if !contains(var.regions[*].name, name)])}."
+  }
+
+  validation {
+    condition     = alltrue([for urls in values(var.edge_public_urls) : can(regex("^wss?://[^/?#]+", urls.ws_url))])
+    error_message = "edge_public_urls[].ws_url must start with wss:// or ws:// followed by a host; invalid: ${join(", ", [for name, urls in var.edge_public_urls : "${name} (${jsonencode(urls.ws_url)})" if !can(regex("^wss?://[^/?#]+", urls.ws_url))])}."
+  }
+
+  validation {
+    condition     = alltrue([for urls in values(var.edge_public_urls) : can(regex("^https?://[^/?#]+", urls.http_url))])
+    error_message = "edge_public_urls[].http_url must start with https:// or http:// followed by a host; invalid: ${join(", ", [for name, urls in var.edge_public_urls : "${name} (${jsonencode(urls.http_url)})" if !can(regex("^https?://[^/?#]+", urls.http_url))])}."
+  }
+}

@@ -149,6 +149,56 @@ run "three_regions" {
     condition     = module.region_eu_central.nats_urls == ["nats://eu-central-nats-1.ama.internal:20200", "nats://eu-central-nats-2.ama.internal:20204", "nats://eu-central-nats-3.ama.internal:20208"]
     error_message = "The aws-region module's NATS URLs must name the same hosts as the plan."
   }
+
+  assert {
+    condition = alltrue(flatten([
+      for region in jsondecode(output.plan).regions : [
+        for edge in region.edges :
+        edge.public_ws_url == "ws://live.example.com/v1/ws" && edge.public_http_url == "http://live.example.com"
+      ]
+    ]))
+    error_message = "Without a certificate_arn, every edge must carry ws:// and http:// public URLs on edge_record_name, the name of its region's load balancer record."
+  }
+}
+
+run "public_urls_with_tls" {
+  command = plan
+
+  variables {
+    regions = {
+      "us-east" = {
+        aws_region         = "us-east-1", latitude = 39.04, longitude = -77.49, port_slot = 0
+        ami_id             = "ami-0", vpc_id = "vpc-0", vpc_cidr_block = "10.10.0.0/16"
+        private_subnet_ids = ["subnet-1", "subnet-2"], public_subnet_ids = ["subnet-3", "subnet-4"]
+        certificate_arn    = "arn:aws:acm:us-east-1:123456789012:certificate/example"
+      }
+      "eu-central" = {
+        aws_region         = "eu-central-1", latitude = 50.11, longitude = 8.68, port_slot = 1
+        ami_id             = "ami-1", vpc_id = "vpc-1", vpc_cidr_block = "10.20.0.0/16"
+        private_subnet_ids = ["subnet-5", "subnet-6"], public_subnet_ids = ["subnet-7", "subnet-8"]
+      }
+      "ap-southeast" = {
+        aws_region         = "ap-southeast-1", latitude = 1.35, longitude = 103.82, port_slot = 2
+        ami_id             = "ami-2", vpc_id = "vpc-2", vpc_cidr_block = "10.30.0.0/16"
+        private_subnet_ids = ["subnet-9", "subnet-10"], public_subnet_ids = ["subnet-11", "subnet-12"]
+      }
+    }
+  }
+
+  assert {
+    condition     = alltrue(flatten([for region in jsondecode(output.plan).regions : [for edge in region.edges : edge.public_ws_url == "wss://live.example.com/v1/ws"] if region.name == "us-east"]))
+    error_message = "us-east has a certificate_arn, so its load balancer listens with TLS and its edges' public WebSocket URL must use wss://."
+  }
+
+  assert {
+    condition     = alltrue(flatten([for region in jsondecode(output.plan).regions : [for edge in region.edges : edge.public_http_url == "https://live.example.com"] if region.name == "us-east"]))
+    error_message = "us-east has a certificate_arn, so its edges' public HTTP URL must use https://."
+  }
+
+  assert {
+    condition     = [for region in jsondecode(output.plan).regions : region.edges[0].public_ws_url if region.name == "eu-central"] == ["ws://live.example.com/v1/ws"]
+    error_message = "eu-central has no certificate_arn, so its edges' public WebSocket URL must use ws://."
+  }
 }
 
 run "reject_region_without_module" {
