@@ -113,9 +113,9 @@ resource "aws_ssm_parameter" "core" {
       ["--trusted-proxy", data.aws_vpc.this.cidr_block],
       var.geoip_database_path == null ? [] : ["--geoip", var.geoip_database_path],
     )
-    # NOTE: the core keeps its log in SQLite today; this is the database it
-    # is to use in production. The password is in the Secrets Manager
-    # secret, which the core's role may read.
+    # The bootstrap passes this database to the core as --database-url and
+    # reads the password from the Secrets Manager secret (the core's role
+    # may read it) into an environment file, never onto the command line.
     database = {
       host       = aws_db_instance.core.address
       port       = aws_db_instance.core.port
