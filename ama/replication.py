@@ -10,7 +10,7 @@ pycrdt 0.14.13 can lose an overwritten map key for good when one producer's
 updates are applied out of order, so a receiver applies producer P's update
 ``n`` only after ``1..n-1``. ``seqs[P] = n`` is the invariant "this replica's
 document contains every update of P up to n". An update that arrives early is
-held and the replica asks for a state-vector sync; a repeat is dropped.
+held and the replica requests a state-vector sync; a repeat is dropped.
 
 A sync is the Yjs sync protocol's step 1 and step 2 done both ways: the
 requester sends its state vector and ``seqs``; the responder returns the diff
@@ -79,7 +79,7 @@ class Delivery:
     A producer is *blocked* while one of its updates waits inside pycrdt for
     an item from another producer: its later updates are held until the
     replica has nothing pending, and that update itself is not counted in
-    ``seqs`` so no peer is told this replica has it.
+    ``seqs`` so no peer learns that this replica has it.
     """
 
     seqs: dict[int, int] = field(default_factory=dict)
@@ -193,12 +193,12 @@ class Replica:
         return SyncMessage(self.room.room_id, self.room.state_vector(), dict(self.delivery.seqs))
 
     def answer_sync(self, request: SyncMessage) -> SyncMessage:
-        """Answer a peer's step 1 with the diff it lacks, this replica's state vector and seqs."""
+        """Respond to a peer's step 1 with the diff it lacks, this replica's state vector and seqs."""
         diff = self.room.diff(request.state_vector)
         return SyncMessage(self.room.room_id, self.room.state_vector(), dict(self.delivery.seqs), diff)
 
     def complete_sync(self, reply: SyncMessage) -> SyncMessage | None:
-        """Apply a peer's answer; return the step 2 diff the peer lacks, or None when it lacks nothing."""
+        """Apply a peer's response and return the step 2 diff the peer lacks, or None when it lacks nothing."""
         self.take_sync(reply)
         diff = self.room.diff(reply.state_vector)
         if diff == self.room.diff(self.room.state_vector()):

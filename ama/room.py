@@ -90,7 +90,7 @@ STATUS_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 @dataclass(frozen=True)
 class Actor:
-    """Who sends an intent, as the verified token says."""
+    """The sender of an intent, as its verified token states."""
 
     user_id: str
     role: str
@@ -118,7 +118,7 @@ class Applied:
 
 @dataclass
 class Changes:
-    """What changed in the room since the last call to ``take_changes``."""
+    """The changes in a room since the last call to ``take_changes``."""
 
     questions: set[str] = field(default_factory=set)
     meta: bool = False
@@ -178,7 +178,7 @@ class Room:
 
     @property
     def has_pending(self) -> bool:
-        """Tell whether pycrdt holds items of an applied update that wait for a missing item."""
+        """Tell whether pycrdt keeps items of an applied update that wait for a missing item."""
         return bool(self._expected)
 
     def _forget_covered(self) -> None:
@@ -535,5 +535,5 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
 
 
 def covers(state_vector: dict[int, int], client_id: int, clock: int) -> bool:
-    """Tell whether a decoded state vector holds every item of ``client_id`` below ``clock``."""
+    """Tell whether a decoded state vector covers every item of ``client_id`` below ``clock``."""
     return state_vector.get(client_id, 0) >= clock

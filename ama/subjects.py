@@ -24,7 +24,7 @@ def update(region: str, room: str) -> str:
 
 
 def updates_of_room(room: str) -> str:
-    """Every region's updates to one room, for the replicas that serve it."""
+    """Return the subject matching every region's updates to one room, for the replicas that serve it."""
     return f"ama.upd.*.{room}"
 
 
@@ -36,7 +36,7 @@ ALL_UPDATES = "ama.upd.*.*"
 
 
 def sync(region: str, room: str) -> str:
-    """Two-way state-vector sync requests answered by ``region``'s region services."""
+    """Return the subject of two-way state-vector syncs that ``region``'s region services respond to."""
     return f"ama.sync.{region}.{room}"
 
 
@@ -45,7 +45,7 @@ def sync_of_region(region: str) -> str:
 
 
 def watermark(room: str) -> str:
-    """The core's commit watermark (the state vector it has stored) for one room."""
+    """Return the subject of the core's commit watermark (the state vector it has stored) for one room."""
     return f"ama.wm.{room}"
 
 
@@ -66,7 +66,7 @@ CORE_WATERMARK_ALL = "ama.core.wm.*"
 
 
 def stream(region: str) -> str:
-    """The JetStream stream that stores the updates of edges homed in ``region``."""
+    """Return the name of the JetStream stream that stores the updates of edges homed in ``region``."""
     return "AMA_UPD_" + region.upper().replace("-", "_")
 
 

@@ -75,7 +75,7 @@ def prepare_plan(data_dir: Path, plan_file: Path | None) -> plans.View:
     if plan_file is not None:
         plan = plans.load(plan_file)
         if kept.exists() and plans.load(kept) != plan:
-            raise UpError(f"{kept} holds a different plan from {plan_file}; use a new --data-dir or remove {kept}")
+            raise UpError(f"{kept} contains a different plan from {plan_file}; use a new --data-dir or remove {kept}")
         _write_json(kept, plan)
     elif not kept.exists():
         _write_json(kept, plans.default_plan())
@@ -251,7 +251,12 @@ def report_exits(cluster: Cluster) -> None:
     for child in cluster.children:
         if child.process is not None and not child.reported_exit and child.process.poll() is not None:
             child.reported_exit = True
-            target = "core" if child.kind == "core" else child.region + (" --with-edges" if child.kind == "edge" else "")
+            if child.kind == "core":
+                target = "core"
+            elif child.kind == "edge":
+                target = child.region + " --with-edges"
+            else:
+                target = child.region
             log.warning(
                 "%s %s pid=%d exited with code %d; ama up does not restart it by itself, run 'ama restart %s' (see %s)",
                 child.kind, child.name, child.pid, child.process.returncode, target, child.log_path,

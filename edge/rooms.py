@@ -98,7 +98,7 @@ class Client:
 
 
 class RoomUnavailable(Exception):
-    """A room could not be opened: no region answered its first sync."""
+    """A room could not be opened because no region responded to its first sync."""
 
 
 @dataclass
@@ -169,7 +169,7 @@ class EdgeRoom:
         log.info("room=%s opened producer=%s", self.room_id, self.replica.producer)
 
     async def _first_sync(self) -> bool:
-        """Sync until the home region answers, for up to ``OPEN_SYNC_S``.
+        """Sync until the home region responds, for up to ``OPEN_SYNC_S``.
 
         A replica that never synced knows none of the room's settings or bans,
         so intents checked against it could slip past pre-moderation or a ban:
@@ -289,7 +289,7 @@ class EdgeRoom:
         """Ask the core for the watermark while commits wait and none arrived lately.
 
         The core publishes watermarks only for rooms with recent activity, and
-        core NATS may drop one, so an edge holding unacked commits asks.
+        core NATS may drop one, so an edge with unacked commits requests it.
         """
         while True:
             await asyncio.sleep(WATERMARK_POLL_S)
@@ -371,7 +371,7 @@ class EdgeRoom:
             publish = asyncio.ensure_future(self.node.js.publish(subjects.update(region, self.room_id), data, timeout=PUBLISH_TIMEOUT_S, headers=headers))
             rehomed = asyncio.ensure_future(reconnected.wait())
             # A reconnect means a new home region: the request to the old one
-            # will never be answered, so send again at once instead of
+            # will never get a response, so send again at once instead of
             # waiting out its timeout.
             await asyncio.wait({publish, rehomed}, return_when=asyncio.FIRST_COMPLETED)
             rehomed.cancel()

@@ -196,7 +196,7 @@ class RegionService:
             await self.nc.publish(message.reply, encode(replica.answer_sync(request)))
 
     async def _load(self, room_id: str) -> bool:
-        """Load the room's stored state from the core; return False when the core did not answer."""
+        """Load the room's stored state from the core; return False when the core did not respond."""
         try:
             reply = await self.nc.request(subjects.core_load(room_id), b"", timeout=LOAD_TIMEOUT_S)
         except (nats.errors.Error, asyncio.TimeoutError) as exc:

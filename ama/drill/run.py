@@ -35,7 +35,7 @@ QUESTIONS = 5
 
 
 class DrillError(Exception):
-    """The drill cannot run; the message says what to do."""
+    """The drill cannot run. The message states what to do."""
 
 
 @dataclass
@@ -278,7 +278,7 @@ async def _watch_detection(drill: Drill) -> None:
     """Note when the fault is first observed.
 
     Observed means: a client reconnects, an edge reports a new home region,
-    a killed edge stops answering its health check, or (for kill-core) the
+    a killed edge fails its health check, or (for kill-core) the
     core does.
     """
     info = drill.info
@@ -312,7 +312,7 @@ _DOWN = object()
 
 
 async def _home_region(url: str):
-    """Return the home region an edge's health check reports, or _DOWN when it does not answer."""
+    """Return the home region an edge's health check reports, or _DOWN when the check fails."""
     try:
         health = await asyncio.to_thread(http_json, "GET", url + "/healthz", None, None, 0.5)
     except (OSError, ValueError):
