@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(default: an SQLite file under DIR/core)"
         ),
     )
+    up.add_argument(
+        "--netns",
+        action="store_true",
+        help=(
+            "on the first run, put each region's NATS servers and region services in a Linux network namespace of its own "
+            "(needs root and iproute2), so that 'ama drill partition-region' can cut a region's gateways"
+        ),
+    )
     add_routing_arguments(up)
 
     restart = commands.add_parser(
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from ama.supervisor import UpError, run
 
         try:
-            return run(args.data_dir, args.plan, args.geoip, args.trusted_proxy, args.database_url)
+            return run(args.data_dir, args.plan, args.geoip, args.trusted_proxy, args.database_url, args.netns)
         except (UpError, plans.PlanError, FileNotFoundError) as exc:
             print(f"ama up: error: {exc}", file=sys.stderr)
             return 2

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ama import natsconf, plan as plans
+from ama import natsconf, netns, plan as plans
 from ama.addresses import parse_networks
 from ama.geo import GeoDatabase
 from ama.natsutil import CREDENTIALS_ENV
@@ -68,19 +68,37 @@ class Cluster:
         return [child for child in self.children if child.kind == kind and (region is None or child.region == region)]
 
 
-def prepare_plan(data_dir: Path, plan_file: Path | None) -> plans.View:
-    """Return the plan kept in ``data_dir``, creating it on the first run."""
+def prepare_plan(data_dir: Path, plan_file: Path | None, use_netns: bool = False) -> plans.View:
+    """Return the plan kept in ``data_dir``, creating it on the first run.
+
+    ``use_netns`` puts each region of a new default plan in a network
+    namespace of its own; a kept plan says for itself whether it has them.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     kept = data_dir / "plan.json"
+    if use_netns:
+        if plan_file is not None:
+            raise UpError("--netns applies to the default plan only; leave out --plan, or leave out --netns")
+        try:
+            netns.check_available()
+        except netns.NetnsError as exc:
+            raise UpError(str(exc)) from None
+        if kept.exists() and "netns" not in plans.load(kept):
+            raise UpError(f"{kept} was made without --netns; use a new --data-dir for a cluster with namespaces")
     if plan_file is not None:
         plan = plans.load(plan_file)
         if kept.exists() and plans.load(kept) != plan:
             raise UpError(f"{kept} contains a different plan from {plan_file}; use a new --data-dir or remove {kept}")
         _write_json(kept, plan)
     elif not kept.exists():
-        _write_json(kept, plans.default_plan())
+        plan = plans.default_plan()
+        if use_netns:
+            plan = netns.isolate(plan, netns.new_cluster_id(), netns.choose_subnet(netns.used_networks()))
+        _write_json(kept, plan)
     view = plans.View(plans.load(kept))
-    busy = [port for port in view.all_ports() if _port_in_use(view.host, port)]
+    # Nodes in a region's namespace listen on addresses the host does not
+    # have; their ports are free there by construction.
+    busy = [port for port in view.all_ports(host=view.host) if _port_in_use(view.host, port)]
     if busy:
         raise UpError(
             f"ports {busy} of the plan in {kept} are in use (is another 'ama up' running on this data dir?); "
@@ -126,6 +144,11 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
     plan_path = str(data_dir / "plan.json")
     logs = data_dir / "logs"
     logs.mkdir(exist_ok=True)
+    net = netns.layout(view.plan)
+
+    def in_region(region: str, argv: list[str]) -> list[str]:
+        return argv if net is None else netns.wrap(net, region, argv)
+
     children = []
     for region in view.plan["regions"]:
         for server in region["nats"]:
@@ -134,7 +157,8 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
             config_path.write_text(natsconf.render(view, region["name"], server, data_dir / "nats" / server["name"], credentials))
             os.chmod(config_path, 0o600)
             health = view.monitor_url(server) + "/healthz"
-            children.append(Child(server["name"], "nats", region["name"], [nats_binary, "-c", str(config_path)], health, logs / f"{server['name']}.log"))
+            argv = in_region(region["name"], [nats_binary, "-c", str(config_path)])
+            children.append(Child(server["name"], "nats", region["name"], argv, health, logs / f"{server['name']}.log"))
     core = view.plan["core"]
     children.append(Child(
         core["name"], "core", view.plan["core_region"],
@@ -146,6 +170,8 @@ def plan_children(data_dir: Path, view: plans.View, routing_args: list[str] | No
             for node in region[key]:
                 health = view.region_service_url(node) + "/healthz"
                 argv = [python, "-m", module, "--plan", plan_path, "--name", node["name"], *extra]
+                if kind == "region":
+                    argv = in_region(region["name"], argv)
                 children.append(Child(node["name"], kind, region["name"], argv, health, logs / f"{node['name']}.log", credentials[kind]))
     return children
 
@@ -226,6 +252,19 @@ def cluster_info(cluster: Cluster, admin_token: str) -> dict:
         "core_pid": cluster.of_kind("core")[0].pid,
         "supervisor_pid": os.getpid(),
         "regions": regions,
+        "netns": _netns_info(view),
+    }
+
+
+def _netns_info(view: plans.View) -> dict | None:
+    """Describe each region's namespace for ``ama drill partition-region``; None without namespaces."""
+    net = netns.layout(view.plan)
+    if net is None:
+        return None
+    return {
+        "subnet": net.subnet,
+        "bridge": net.bridge,
+        "regions": {region.region: {"namespace": region.namespace, "address": region.address} for region in net.regions},
     }
 
 
@@ -310,12 +349,14 @@ def run(
     geoip: Path | None = None,
     trusted_proxies: list[str] | None = None,
     database_url: str | None = None,
+    use_netns: bool = False,
 ) -> int:
     """Run ``ama up`` in the foreground until Ctrl-C or SIGTERM; return the exit status."""
     data_dir = data_dir.resolve()
     routing_args = routing_arguments(geoip, trusted_proxies or [])
-    view = prepare_plan(data_dir, plan_file)
+    view = prepare_plan(data_dir, plan_file, use_netns)
     cluster = Cluster(data_dir, view, plan_children(data_dir, view, routing_args, database_url))
+    net = netns.layout(view.plan)
 
     def on_signal(signum, frame):
         raise _Stop()
@@ -323,6 +364,13 @@ def run(
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     (data_dir / "cluster.json").unlink(missing_ok=True)
     try:
+        if net is not None:
+            try:
+                netns.check_available()
+                netns.create(net)
+            except netns.NetnsError as exc:
+                raise UpError(str(exc)) from None
+            log.info("built network namespaces for %d regions on %s (bridge %s)", len(net.regions), net.subnet, net.bridge)
         for kind in ("nats", "core", "region", "edge"):
             group = cluster.of_kind(kind)
             for child in group:
@@ -344,6 +392,8 @@ def run(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all(cluster)
+        if net is not None:
+            netns.destroy(net)
         (data_dir / "cluster.json").unlink(missing_ok=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

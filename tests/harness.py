@@ -126,3 +126,14 @@ class ClusterApi:
         status, body = http_json("GET", f"{self.core}/v1/rooms/{room['room']}/export", token=room["host_token"])
         assert status == 200, body
         return body
+
+
+def namespaces_unavailable() -> str | None:
+    """Return why this machine cannot build network namespaces for ``ama up --netns``, or None when it can."""
+    from ama import netns
+
+    try:
+        netns.check_available()
+    except netns.NetnsError as exc:
+        return str(exc)
+    return None

@@ -25,12 +25,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ama import netns, plan as plans
 from ama.client import ReconnectingClient
 from ama.drill.history import History, Sent, Verdict, check, percentile
 from ama.supervisor import UpError, request_restart
 
 FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core", "random")
 RANDOM_FAULTS = ("kill-region", "hang-region", "kill-edge", "kill-core")
+REGION_FAULTS = ("kill-region", "hang-region", "partition-region")
 QUESTIONS = 5
 
 
@@ -76,6 +78,10 @@ class Drill:
     detected_at: float | None = None
     rehomed_at: float | None = None
     converged_at: float | None = None
+    # For partition-region: whether the cut region's replica and another
+    # region's replica differed just before the heal, which shows that the
+    # partition really stopped replication while both sides took writes.
+    split_observed: bool | None = None
 
 
 def load_cluster(data_dir: Path) -> dict:
@@ -100,9 +106,15 @@ def validate(options: DrillOptions, info: dict) -> None:
     if options.fault not in FAULTS:
         raise DrillError(f"unknown fault {options.fault!r}; choose one of {', '.join(FAULTS)}")
     if options.fault == "partition-region":
-        raise DrillError("partition-region is not supported yet: cutting one region's gateways needs network namespaces, which 'ama up' does not create")
+        if not info.get("netns"):
+            raise DrillError(
+                "partition-region needs a cluster whose regions have network namespaces: "
+                "start one with 'ama up --netns --data-dir NEW_DIR' (Linux, as root)"
+            )
+        if options.with_edges:
+            raise DrillError("partition-region cuts only the region's gateways; its edges keep serving, so --with-edges does not apply")
     regions = list(info["regions"])
-    if options.fault in ("kill-region", "hang-region") and options.target not in regions:
+    if options.fault in REGION_FAULTS and options.target not in regions:
         raise DrillError(f"unknown region {options.target!r}; regions are {', '.join(regions)}")
     if options.fault == "kill-edge" and options.target not in regions and not options.target.startswith("ws://"):
         raise DrillError(f"TARGET of kill-edge is a region (its first edge is killed) or an edge URL; regions are {', '.join(regions)}")
@@ -112,14 +124,18 @@ def validate(options: DrillOptions, info: dict) -> None:
         raise DrillError("--faults must be at least 1 for a random drill")
 
 
-def schedule(options: DrillOptions, regions: list[str]) -> list[tuple[str, str, bool]]:
-    """Return the faults to inject, in order, as (fault, target, with_edges)."""
+def schedule(options: DrillOptions, regions: list[str], can_partition: bool = False) -> list[tuple[str, str, bool]]:
+    """Return the faults to inject, in order, as (fault, target, with_edges).
+
+    A random drill draws partitions too when the cluster has namespaces.
+    """
     if options.fault != "random":
         return [(options.fault, options.target, options.with_edges)]
     chooser = random.Random(options.seed)
+    choices = RANDOM_FAULTS + (("partition-region",) if can_partition else ())
     faults = []
     for _ in range(options.random_faults):
-        fault = chooser.choice(RANDOM_FAULTS)
+        fault = chooser.choice(choices)
         target = "core" if fault == "kill-core" else chooser.choice(regions)
         faults.append((fault, target, fault in ("kill-region", "hang-region") and chooser.random() < 0.3))
     return faults
@@ -136,16 +152,22 @@ async def run_drill(options: DrillOptions) -> dict:
     watcher = asyncio.create_task(_watch_detection(drill))
     try:
         await _phase(drill, "before", options.before_s)
-        faults = schedule(options, list(info["regions"]))
+        faults = schedule(options, list(info["regions"]), bool(info.get("netns")))
         for number, fault in enumerate(faults):
             drill.current = fault
             _inject(drill)
             await _phase(drill, "during", options.hold_s)
+            if fault[0] == "partition-region":
+                drill.split_observed = await asyncio.to_thread(_split, drill, room["room"], fault[1])
             await asyncio.to_thread(_restore, drill)
             drill.restored_at = time.monotonic()
             drill.faults_run.append({"fault": fault[0], "target": fault[1], "with_edges": fault[2]})
             await _phase(drill, "after", options.after_s if number == len(faults) - 1 else options.gap_s)
     finally:
+        if drill.current[0] == "partition-region" and drill.restored_at < drill.fault_at:
+            # The drill stopped while the region was cut off: heal it, or the
+            # cluster would stay split after the drill.
+            await asyncio.to_thread(_restore, drill)
         stop.set()
         await load
         watcher.cancel()
@@ -248,8 +270,17 @@ def _victims(drill: Drill) -> list[int]:
                     return [region["pids"]["edges"][region["edges"].index(target)]]
             raise DrillError(f"no edge {target} in cluster.json")
         return info["regions"][target]["pids"]["edges"][:1]
+    if fault == "partition-region":
+        return []
     pids = info["regions"][target]["pids"]
     return pids["nats"] + pids["region"] + (pids["edges"] if with_edges else [])
+
+
+def _layout(drill: Drill) -> netns.Layout:
+    net = netns.layout(plans.load(drill.options.data_dir / "plan.json"))
+    if net is None:
+        raise DrillError(f"{drill.options.data_dir / 'plan.json'} has no network namespaces; start the cluster with 'ama up --netns'")
+    return net
 
 
 def _inject(drill: Drill) -> None:
@@ -257,12 +288,21 @@ def _inject(drill: Drill) -> None:
     drill.victims = _victims(drill)
     drill.fault_at = time.monotonic()
     drill.first_fault_at = drill.first_fault_at or drill.fault_at
+    if drill.current[0] == "partition-region":
+        try:
+            netns.partition(_layout(drill), drill.current[1])
+        except netns.NetnsError as exc:
+            raise DrillError(f"cutting {drill.current[1]} off failed: {exc}") from None
+        return
     for pid in drill.victims:
         os.kill(pid, signum)
 
 
 def _restore(drill: Drill) -> None:
     fault, target, with_edges = drill.current
+    if fault == "partition-region":
+        netns.heal(_layout(drill), target)
+        return
     if fault == "hang-region":
         for pid in drill.victims:
             os.kill(pid, signal.SIGCONT)
@@ -278,8 +318,9 @@ async def _watch_detection(drill: Drill) -> None:
     """Note when the fault is first observed.
 
     Observed means: a client reconnects, an edge reports a new home region,
-    a killed edge fails its health check, or (for kill-core) the
-    core does.
+    a killed edge fails its health check, (for kill-core) the core does,
+    or (for partition-region) a NATS server of the cut region has lost a
+    gateway connection.
     """
     info = drill.info
     core_url = info["core"]
@@ -290,6 +331,10 @@ async def _watch_detection(drill: Drill) -> None:
     while True:
         await asyncio.sleep(0.05)
         if not drill.fault_at or drill.detected_at is not None:
+            continue
+        if drill.current[0] == "partition-region":
+            if await asyncio.to_thread(_gateways_lost, drill, drill.current[1]):
+                drill.detected_at = time.monotonic()
             continue
         if drill.current[0] != "kill-core":
             core_down = False
@@ -309,6 +354,28 @@ async def _watch_detection(drill: Drill) -> None:
 
 
 _DOWN = object()
+
+
+def _gateways_lost(drill: Drill, region: str) -> bool:
+    """Tell whether a NATS server of ``region`` lacks an outbound gateway to another region (its /gatewayz)."""
+    view = plans.View(plans.load(drill.options.data_dir / "plan.json"))
+    others = set(view.region_names()) - {region}
+    for server in view.region(region)["nats"]:
+        try:
+            gatewayz = http_json("GET", view.monitor_url(server) + "/gatewayz", timeout=0.5)
+        except (OSError, ValueError):
+            continue
+        if not others <= set(gatewayz.get("outbound_gateways") or {}):
+            return True
+    return False
+
+
+def _split(drill: Drill, room_id: str, region: str) -> bool:
+    """Tell whether ``region``'s first region service shows another digest of the room than every other region's."""
+    digests = _digests(drill.info, room_id)
+    cut = digests.get(f"{region}/region-1")
+    others = [digest for name, digest in digests.items() if name.endswith("/region-1") and not name.startswith(region + "/")]
+    return cut is not None and bool(others) and all(digest["sha256"] != cut["sha256"] for digest in others)
 
 
 async def _home_region(url: str):
@@ -383,12 +450,24 @@ async def _report(drill: Drill, room: dict) -> dict:
         "rehome_s": since(drill.rehomed_at),
         "converge_s": None if drill.converged_at is None else round(drill.converged_at - drill.load_stopped_at, 3),
         "client_reconnects": sum(client.reconnects for _, client in drill.clients),
+        "acked_during": _acked_during(drill),
+        "split_observed": drill.split_observed,
         "p99_ms_before": _rounded(percentile(drill.history.latencies_ms("before"), 0.99)),
         "p99_ms_during": _rounded(percentile(drill.history.latencies_ms("during"), 0.99)),
         "p99_ms_after": _rounded(percentile(drill.history.latencies_ms("after"), 0.99)),
         "problems": verdict.problems[:20],
     }
     return report
+
+
+def _acked_during(drill: Drill) -> dict[str, int]:
+    """Count, per region of the sending clients, the intents sent while a fault was held that were accepted."""
+    region_of = {client.user: region for region, client in drill.clients}
+    counts = {region: 0 for region in drill.info["regions"]}
+    for entry in drill.history.intents.values():
+        if entry.phase == "during" and entry.accepted_at is not None and entry.user in region_of:
+            counts[region_of[entry.user]] += 1
+    return counts
 
 
 def _rounded(value: float | None) -> float | None:
@@ -406,10 +485,16 @@ def format_report(report: dict) -> str:
         f"  intents   sent {report['intents_sent']}, acked {report['intents_acked']}, committed {report['intents_committed']}",
         f"  history   lost {report['lost']}, duplicated {report['duplicated']}, never committed {report['unacknowledged']}",
         f"  replicas  {'converged' if report['converged'] else 'NOT converged'} ({len(report['replicas_checked'])} checked)",
-        f"  timing    detect {show(report['detect_s'])} s, re-home {show(report['rehome_s'])} s, converge {show(report['converge_s'])} s after the load stopped",
+        # A partition moves no edge: the second figure is the cut side's first write.
+        f"  timing    detect {show(report['detect_s'])} s, "
+        + ("first write on the cut side" if report["fault"] == "partition-region" else "re-home")
+        + f" {show(report['rehome_s'])} s, converge {show(report['converge_s'])} s after the load stopped",
         f"  clients   {report['client_reconnects']} reconnects",
+        "  during    accepted " + ", ".join(f"{region} {count}" for region, count in report["acked_during"].items()),
         f"  p99 ack   before {show(report['p99_ms_before'])} ms, during {show(report['p99_ms_during'])} ms, after {show(report['p99_ms_after'])} ms",
     ]
+    if report["split_observed"] is not None:
+        lines.append(f"  partition {'replicas on the two sides differed before the heal' if report['split_observed'] else 'NO difference between the sides was seen before the heal'}")
     lines += [f"  problem: {problem}" for problem in report["problems"]]
     return "\n".join(lines)
 
