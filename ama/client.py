@@ -19,6 +19,16 @@ from dataclasses import dataclass, field
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+# After a rate_limited error, wait this long, then resend unacked intents at
+# most RESEND_PER_S per second, well under the edge's 10 per second.
+RATE_LIMITED_WAIT_S = 1.0
+RESEND_PER_S = 5
+# A ReconnectingClient that gets no ack for an intent within this time takes
+# the edge as hung (a stopped process's sockets are still acknowledged by the
+# kernel) and moves on to the next edge. Acks arrive within milliseconds, or
+# within about 3 s while an edge moves to another region.
+ACK_TIMEOUT_S = 4.0
+
 
 @dataclass
 class ClientState:
@@ -46,6 +56,9 @@ class AmaClient:
         self.websocket: ClientConnection | None = None
         self._reader: asyncio.Task | None = None
         self._changed = asyncio.Event()
+        self._rate_resend: asyncio.Task | None = None
+        # Intent id -> monotonic time it was last sent on the current socket, until its first ack.
+        self.sent_at: dict[str, float] = {}
         self._in_sync = False
         self.close_code: int | None = None
 
@@ -65,6 +78,8 @@ class AmaClient:
             raise websockets.ConnectionClosed(None, None)
 
     async def close(self) -> None:
+        if self._rate_resend is not None:
+            self._rate_resend.cancel()
         if self.websocket is not None:
             await self.websocket.close()
         if self._reader is not None:
@@ -118,6 +133,7 @@ class AmaClient:
             for question_id in frame["removed"]:
                 state.questions.pop(question_id, None)
         elif kind == "ack":
+            self.sent_at.pop(frame["id"], None)
             state.acks.setdefault(frame["id"], set()).add(frame["status"])
             state.ack_times.setdefault((frame["id"], frame["status"]), time.monotonic())
             if frame["status"] == "committed":
@@ -126,6 +142,13 @@ class AmaClient:
             state.errors.append(frame)
             if "id" in frame:
                 self.outbox.pop(frame["id"], None)
+                self.sent_at.pop(frame["id"], None)
+            elif frame.get("code") == "rate_limited":
+                # The edge dropped frames without saying which. Their ack
+                # clocks restart when they are sent again.
+                self.sent_at.clear()
+                if self._rate_resend is None or self._rate_resend.done():
+                    self._rate_resend = asyncio.create_task(self._resend_unacked())
 
     def _note_scores(self, views: list[dict]) -> None:
         now = time.monotonic()
@@ -135,8 +158,13 @@ class AmaClient:
     async def send_intent(self, frame: dict) -> str:
         frame.setdefault("id", str(uuid.uuid4()))
         self.outbox[frame["id"]] = frame
-        await self.websocket.send(json.dumps(frame))
+        await self.send_frame(frame)
         return frame["id"]
+
+    async def send_frame(self, frame: dict) -> None:
+        """Send an intent and start its ack clock."""
+        self.sent_at[frame["id"]] = time.monotonic()
+        await self.websocket.send(json.dumps(frame))
 
     async def ask(self, text: str, anonymous: bool = False) -> str:
         return await self.send_intent({"type": "ask", "text": text, "anonymous": anonymous})
@@ -150,9 +178,23 @@ class AmaClient:
     async def settings(self, changes: dict) -> str:
         return await self.send_intent({"type": "settings", "changes": changes})
 
+    async def _resend_unacked(self) -> None:
+        """After a pause, resend the outbox intents with no ack, paced; a reconnect's resend takes over if the socket closes."""
+        await asyncio.sleep(RATE_LIMITED_WAIT_S)
+        frames = [frame for frame in self.outbox.values() if not self.state.acks.get(frame["id"])]
+        try:
+            for start in range(0, len(frames), RESEND_PER_S):
+                for frame in frames[start:start + RESEND_PER_S]:
+                    if frame["id"] in self.outbox and not self.state.acks.get(frame["id"]):
+                        await self.send_frame(frame)
+                await asyncio.sleep(1.0)
+        except websockets.ConnectionClosed:
+            pass
+
     async def resend(self) -> None:
+        self.sent_at.clear()
         for frame in list(self.outbox.values()):
-            await self.websocket.send(json.dumps(frame))
+            await self.send_frame(frame)
 
     async def send_raw(self, data: str | bytes) -> None:
         await self.websocket.send(data)
@@ -198,6 +240,8 @@ class ReconnectingClient(AmaClient):
         self.backoff_cap_s = backoff_cap_s
         self.reconnects = 0
         self.refused_try_later = 0
+        # Sockets dropped because an intent got no ack within ACK_TIMEOUT_S.
+        self.ack_timeouts = 0
         self.user: str | None = None
         self.connected = asyncio.Event()
         self._runner: asyncio.Task | None = None
@@ -209,7 +253,7 @@ class ReconnectingClient(AmaClient):
         if not self.connected.is_set():
             return
         try:
-            await self.websocket.send(json.dumps(frame))
+            await self.send_frame(frame)
         except websockets.ConnectionClosed:
             pass
 
@@ -225,6 +269,20 @@ class ReconnectingClient(AmaClient):
             await asyncio.gather(self._runner, return_exceptions=True)
         await self.close()
 
+    async def _watch_acks(self) -> None:
+        """Wait for the socket to end; drop it when an intent waits longer than ACK_TIMEOUT_S for its first ack."""
+        while not self._reader.done():
+            await asyncio.wait({self._reader}, timeout=0.25)
+            oldest = min(self.sent_at.values(), default=None)
+            if oldest is not None and time.monotonic() - oldest > ACK_TIMEOUT_S and not self._reader.done():
+                self.ack_timeouts += 1
+                self.sent_at.clear()
+                self.websocket.transport.abort()
+                await asyncio.wait({self._reader}, timeout=5)
+                break
+        if self._reader.done():
+            self._reader.result()
+
     async def _run(self) -> None:
         attempt = 0
         while not self._stopping:
@@ -234,7 +292,7 @@ class ReconnectingClient(AmaClient):
                 await self.resend()
                 self.connected.set()
                 attempt = 0
-                await self._reader
+                await self._watch_acks()
             except (OSError, TimeoutError, asyncio.TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed):
                 pass
             self.connected.clear()

@@ -14,8 +14,17 @@ CONNECTION_BURST = 30
 # Intents per second one user may send over all its sockets on one edge.
 USER_RATE_PER_S = 20.0
 USER_BURST = 60
-# A socket rejected this many times in a row for its rate is closed.
-MAX_REJECTED_IN_A_ROW = 100
+# A socket is closed (4029) once it has been rejected for its rate this many
+# times in one flood lasting at least FLOOD_CLOSE_S; a flood ends after
+# FLOOD_QUIET_S without a rejection. The time matters: after an edge stalls
+# (a pause, a hung host), an honest client's frames queued in the kernel
+# arrive all at once, and that burst must not cost it its socket.
+MAX_REJECTED_IN_A_FLOOD = 100
+FLOOD_CLOSE_S = 5.0
+FLOOD_QUIET_S = 1.0
+# At most one rate_limited error per socket in this interval: a flood gets
+# its frames dropped, not one error frame written back for each.
+RATE_ERROR_INTERVAL_S = 1.0
 # Users whose buckets are kept before idle ones are dropped.
 MAX_TRACKED_USERS = 100_000
 # Open sockets per client address on one edge.
@@ -84,3 +93,26 @@ class AddressCounter:
         self.open[address] -= 1
         if self.open[address] <= 0:
             del self.open[address]
+
+
+@dataclass
+class Flood:
+    """The rate rejections of one socket, to tell a sustained flood from a burst (pure: time passed in)."""
+
+    rejected: int = 0
+    since: float = 0.0
+    last_at: float = float("-inf")
+    error_at: float = float("-inf")
+
+    def reject(self, now: float) -> tuple[bool, bool]:
+        """Count one rejected frame; return (close the socket, send a rate_limited error)."""
+        if now - self.last_at > FLOOD_QUIET_S:
+            self.rejected = 0
+            self.since = now
+        self.rejected += 1
+        self.last_at = now
+        close = self.rejected >= MAX_REJECTED_IN_A_FLOOD and now - self.since >= FLOOD_CLOSE_S
+        tell = now - self.error_at >= RATE_ERROR_INTERVAL_S
+        if tell:
+            self.error_at = now
+        return close, tell

@@ -76,7 +76,8 @@ class Client:
     audience_class: str = AUDIENCE
     stale_since: float | None = None
     bucket: object = None
-    rejected_in_a_row: int = 0
+    flood: object = None
+    joined_at: float = 0.0
 
     def write(self, data: bytes, force: bool = False) -> bool:
         """Queue one text frame without waiting; return False when the socket is too far behind.

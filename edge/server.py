@@ -21,7 +21,7 @@ Connection lifecycle: AWAITING_HELLO -> JOINED -> CLOSED. Close codes
   websockets library before the frame is read).
 * 1011 internal error: the room could not be opened.
 * 4001: the client fell too far behind; reconnect to resume.
-* 4029: the client kept sending intents over its rate limit; do not
+* 4029: the client kept sending frames over its rate limit for 5 s; do not
   reconnect automatically.
 
 Before the upgrade, the edge answers HTTP 403 to a browser whose ``Origin``
@@ -45,7 +45,7 @@ from websockets.exceptions import ConnectionClosed
 from ama.intents import MAX_FRAME_BYTES, FrameError, Hello, decode_frame
 from ama.room import Actor
 from ama.tokens import CLOCK_SKEW_S, TokenError
-from edge.limits import MAX_REJECTED_IN_A_ROW, MAX_SOCKETS_PER_ADDRESS, AddressCounter, IntentLimiter
+from edge.limits import MAX_SOCKETS_PER_ADDRESS, AddressCounter, Flood, IntentLimiter
 from edge.node import EdgeNode
 from edge.rooms import Client, RoomUnavailable
 from edge.views import encode
@@ -65,6 +65,11 @@ CLOSE_ERROR = 1011
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
 CLOSE_RATE_LIMITED = 4029
+# The edge checks its own event loop every STALL_CHECK_S; a gap longer than
+# STALL_S means the process was stopped or starved. It stays under the
+# clients' 4 s ack timeout, so a client that moved away is always covered.
+STALL_CHECK_S = 0.25
+STALL_S = 2.0
 
 _conn_ids = itertools.count(1)
 
@@ -109,6 +114,38 @@ class Admission:
         return True
 
 
+class StallGuard:
+    """Tells which frames may be stale because the edge itself stalled (pure; time passed in).
+
+    While an edge process is stopped (SIGSTOP, a paused VM) the kernel keeps
+    accepting its clients' frames. A client whose intent got no ack moves to
+    another edge and resends its outbox there. Applying the frames it left
+    behind would then replay its old intents after its newer ones, so every
+    socket open across a stall is closed with 1012 and its frames are
+    dropped unread; each client resends its outbox wherever it reconnects.
+    """
+
+    def __init__(self, now: float):
+        self.checked_at = now
+        self.resumed_at = float("-inf")
+
+    def check(self, now: float) -> bool:
+        """Record one check of the event loop; return True when it follows a stall."""
+        stalled = now - self.checked_at > STALL_S
+        if stalled:
+            self.resumed_at = now
+        self.checked_at = now
+        return stalled
+
+    def stale(self, joined_at: float, now: float) -> bool:
+        """Tell whether a frame read now on a socket joined at ``joined_at`` must be dropped.
+
+        Frames read after a stall but before the next check are caught by
+        the first test, those read after it by the second.
+        """
+        return now - self.checked_at > STALL_S or joined_at < self.resumed_at
+
+
 class Endpoint:
     """Accepts sockets for one edge node."""
 
@@ -118,6 +155,20 @@ class Endpoint:
         self.admission = admission or Admission()
         self.limiter = IntentLimiter.from_config(node.config)
         self.addresses = AddressCounter(node.config.get("max_sockets_per_address", MAX_SOCKETS_PER_ADDRESS))
+        self.stalls = StallGuard(time.monotonic())
+        self.joined_at: dict[ServerConnection, float] = {}
+
+    async def watch_stalls(self) -> None:
+        """Check the event loop; after a stall, close every socket that was open across it with 1012."""
+        while True:
+            before = self.stalls.checked_at
+            await asyncio.sleep(STALL_CHECK_S)
+            now = time.monotonic()
+            if self.stalls.check(now):
+                stale = [ws for ws, joined_at in self.joined_at.items() if joined_at < now]
+                log.warning("edge stalled for %.1f s; closing %d sockets with 1012 so that their clients resend", now - before, len(stale))
+                for websocket in stale:
+                    asyncio.ensure_future(websocket.close(CLOSE_RESTART, "edge stalled: reconnect and resend"))
 
     def process_request(self, connection: ServerConnection, request):
         if request.path.split("?", 1)[0] != "/v1/ws":
@@ -184,6 +235,7 @@ class Endpoint:
 
         actor = Actor(claims.user, claims.role, claims.name)
         client = Client(conn_id, actor, websocket)
+        client.joined_at = self.joined_at[websocket] = time.monotonic()
         client.bucket = self.limiter.for_connection()
         client.write(encode({"type": "welcome", "room": claims.room, "user": claims.user, "role": claims.role, "edge": self.node.name, "region": self.node.current_region()}))
         room.attach(client, hello.last_seq)
@@ -196,6 +248,7 @@ class Endpoint:
                     break
         finally:
             room.detach(client)
+            self.joined_at.pop(websocket, None)
 
     async def _await_hello(self, websocket: ServerConnection) -> Hello | None:
         try:
@@ -221,13 +274,17 @@ class Endpoint:
     def _on_frame(self, client: Client, room, data, expires_at: int) -> bool:
         """Handle one frame of a joined socket; return False when the socket must be closed for its rate."""
         now = time.monotonic()
-        if not self.limiter.allow(client.bucket, client.actor.user_id, now):
-            client.rejected_in_a_row += 1
-            if client.rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
-                return False
-            client.write(error_frame("rate_limited", "You are sending too fast; wait a second, then resend."), force=True)
+        if self.stalls.stale(client.joined_at, now):
             return True
-        client.rejected_in_a_row = 0
+        if not self.limiter.allow(client.bucket, client.actor.user_id, now):
+            if client.flood is None:
+                client.flood = Flood()
+            close, tell = client.flood.reject(now)
+            if close:
+                return False
+            if tell:
+                client.write(error_frame("rate_limited", "You are sending too fast; wait a second, then resend the intents that have no ack."), force=True)
+            return True
         if isinstance(data, bytes):
             client.write(error_frame("binary_frame", "Binary frames are not supported; send JSON text frames."), force=True)
             return True

@@ -9,6 +9,7 @@ process is alive, and nothing hostile reached the core's log.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import json
 import os
@@ -267,22 +268,70 @@ async def test_no_hello_within_timeout_closes_1008(api):
     assert websocket.close_code == 1008
 
 
-async def test_flood_gets_rate_limited_then_closed(api, room, signer):
+async def test_burst_is_rate_limited_but_keeps_its_socket(api, room, signer):
+    # What an edge sees after a stall: 400 frames of one socket at once.
+    token = signer.issue("u_00000000b0457000", room["room"], "audience", "burst")
+    websocket = await hello_socket(api.edge(region_name(api, LIMITED_REGION)), token)
+    question = str(uuid.uuid4())
+    for _ in range(400):
+        await websocket.send(json.dumps({"type": "vote", "id": str(uuid.uuid4()), "question": question, "value": 1}))
+    codes = []
+    with contextlib.suppress(asyncio.TimeoutError):
+        while True:
+            frame = json.loads(await asyncio.wait_for(websocket.recv(), 2))
+            if frame["type"] == "error":
+                codes.append(frame["code"])
+    # One error for the whole burst, not one per dropped frame, and the socket stays open.
+    assert codes.count("rate_limited") == 1
+    await websocket.ping()
+    await websocket.close()
+
+
+async def test_client_resends_rate_limited_intents_until_committed(api, room, signer):
+    token = signer.issue("u_00000000b0457001", room["room"], "audience", "eager")
+    client = AmaClient(api.edge(region_name(api, LIMITED_REGION)), token)
+    await client.connect()
+    try:
+        ask = await client.ask("A question that gets many votes at once")
+        await client.wait_for(lambda state: client.acked(ask), WAIT_S)
+        # 45 intents at once: over the socket's burst of 30.
+        intents = [await client.vote(ask, (1, -1, 0)[number % 3]) for number in range(45)]
+        await client.wait_for(lambda state: all(client.acked(intent) for intent in intents), 30)
+        assert any(error["code"] == "rate_limited" for error in client.state.errors)
+        assert not client.outbox
+        assert client.close_code is None
+    finally:
+        await client.close()
+
+
+async def test_sustained_flood_gets_rate_limited_then_closed(api, room, signer):
     token = signer.issue("u_00000000f100d000", room["room"], "audience", "flooder")
     websocket = await hello_socket(api.edge(region_name(api, LIMITED_REGION)), token)
     question = str(uuid.uuid4())
     codes = []
-    try:
-        for _ in range(400):
-            await websocket.send(json.dumps({"type": "vote", "id": str(uuid.uuid4()), "question": question, "value": 1}))
+
+    async def read() -> None:
         while True:
-            frame = json.loads(await asyncio.wait_for(websocket.recv(), WAIT_S))
+            frame = json.loads(await websocket.recv())
             if frame["type"] == "error":
                 codes.append(frame["code"])
+
+    reader = asyncio.create_task(read())
+    started = time.monotonic()
+    try:
+        # Bounded: at most 20 s, 100 frames every 50 ms, until the edge closes.
+        while time.monotonic() - started < 20:
+            for _ in range(100):
+                await websocket.send(json.dumps({"type": "vote", "id": str(uuid.uuid4()), "question": question, "value": 1}))
+            await asyncio.sleep(0.05)
     except websockets.ConnectionClosed:
         pass
-    assert "rate_limited" in codes
+    with contextlib.suppress(websockets.ConnectionClosed):
+        await asyncio.wait_for(reader, WAIT_S)
     assert websocket.close_code == 4029
+    assert 5 <= time.monotonic() - started < 20
+    # About one error per second of flooding.
+    assert 3 <= codes.count("rate_limited") <= 10, codes
 
 
 async def test_origin_allow_list(api, room, hostile):

@@ -41,6 +41,18 @@ const QUESTION_LENGTH_RANGE = [10, 2000];
 const BAN_LABEL_EXCERPT_LENGTH = 40;
 
 const TOKEN_ERROR_CODES = new Set(["invalid_token", "token_expired"]);
+// After a rate_limited error, wait this long, then resend unaccepted intents
+// at most RESEND_PER_SECOND per second, well under the edge's 10 per second.
+const RATE_LIMITED_WAIT_MS = 1000;
+const RESEND_PER_SECOND = 5;
+// An intent sent on a welcomed socket gets its first ack within
+// milliseconds, or within about 3 s while the edge moves to another region.
+// With no ack for this long, the edge is taken as hung (a stopped process
+// still has its sockets acknowledged by the kernel) and the page moves on
+// to the next edge.
+const ACK_TIMEOUT_MS = 4000;
+// Intent id -> Date.now() when it was last sent on the current socket.
+const intentSentAt = new Map();
 const STAFF_ROLES = new Set(["moderator", "host"]);
 const VOTABLE_STATUSES = new Set(["live", "answered"]);
 const SETTING_FLAGS = ["questions_open", "pre_moderation", "anonymous_allowed", "downvotes_allowed"];
@@ -802,8 +814,28 @@ function sendFrame(frame) {
     return false;
   }
   socket.send(JSON.stringify(frame));
+  if (frame.id) {
+    intentSentAt.set(frame.id, Date.now());
+  }
   return true;
 }
+
+function checkAckTimeouts() {
+  const socket = connection.socket;
+  if (!socket || !connection.welcomed) {
+    return;
+  }
+  const now = Date.now();
+  for (const sentAt of intentSentAt.values()) {
+    if (now - sentAt > ACK_TIMEOUT_MS) {
+      intentSentAt.clear();
+      abandonSocket(socket, `no ack for an intent within ${ACK_TIMEOUT_MS / 1000} s`);
+      return;
+    }
+  }
+}
+
+setInterval(checkAckTimeouts, 1000);
 
 // ---------------------------------------------------------------------------
 // Frames from the edge
@@ -824,6 +856,7 @@ function handleWelcome(frame) {
   state.user = frame.user;
   setRole(frame.role);
   setConnectionState("connected", `Connected to ${frame.edge} in ${frame.region}`);
+  intentSentAt.clear();
   resendOutbox();
   scheduleHomeProbe();
 }
@@ -880,6 +913,7 @@ function handleMine(frame) {
 }
 
 function handleAck(frame) {
+  intentSentAt.delete(frame.id);
   const intent = state.outbox.get(frame.id);
   if (!intent) {
     return;
@@ -912,6 +946,20 @@ function handleErrorFrame(frame) {
     return;
   }
   const message = frame.message || `The edge reported an error (${frame.code}).`;
+  if (frame.id) {
+    intentSentAt.delete(frame.id);
+  }
+  if (frame.code === "rate_limited" && !frame.id) {
+    // The edge dropped frames without naming them: resend, after a second,
+    // every intent it has not accepted yet. Their ack clocks restart when
+    // they are sent again.
+    for (const id of [...intentSentAt.keys()]) {
+      if (!state.acceptedIntents.has(id)) {
+        intentSentAt.delete(id);
+      }
+    }
+    scheduleRateLimitedResend();
+  }
   if (frame.code === "banned") {
     state.bannedMessage = message;
     ui.roomDirty = true;
@@ -1052,6 +1100,26 @@ function resendOutbox() {
     sendFrame(frame);
     markIntentDirty(frame);
   }
+}
+
+let rateLimitedResend = null;
+
+// Resend the outbox intents the edge has not accepted, RESEND_PER_SECOND at
+// a time, one second apart, starting a second after the error.
+function scheduleRateLimitedResend() {
+  if (rateLimitedResend !== null) {
+    return;
+  }
+  const resendBatch = (frames) => {
+    const waiting = frames.filter((frame) => state.outbox.has(frame.id) && !state.acceptedIntents.has(frame.id));
+    waiting.slice(0, RESEND_PER_SECOND).forEach(sendFrame);
+    if (waiting.length > RESEND_PER_SECOND) {
+      rateLimitedResend = setTimeout(() => resendBatch(waiting.slice(RESEND_PER_SECOND)), 1000);
+    } else {
+      rateLimitedResend = null;
+    }
+  };
+  rateLimitedResend = setTimeout(() => resendBatch([...state.outbox.values()]), RATE_LIMITED_WAIT_MS);
 }
 
 function dropIntent(id) {
