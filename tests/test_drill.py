@@ -114,8 +114,9 @@ def drill_cluster(tmp_path_factory):
 
 
 def run_drill(process: UpProcess, *args: str) -> tuple[int, dict]:
-    argv = [sys.executable, "-m", "ama.cli", "drill", *args, "--data-dir", str(process.data_dir), "--json",
-            "--before", "2", "--hold", "4", "--after", "2", "--clients-per-region", "5"]
+    # Options in ``args`` come last, so they override these defaults.
+    argv = [sys.executable, "-m", "ama.cli", "drill", "--data-dir", str(process.data_dir), "--json",
+            "--before", "2", "--hold", "4", "--after", "2", "--clients-per-region", "5", *args]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert result.stdout.strip(), result.stderr
     return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
@@ -137,6 +138,20 @@ def test_kill_region_drill_loses_nothing(drill_cluster):
     assert report["converged"] is True
     assert report["intents_committed"] == report["intents_sent"]
     assert report["rehome_s"] is not None and report["rehome_s"] < 2.0
+
+
+@pytest.mark.cluster
+def test_hung_edges_drill_moves_clients_and_replays_nothing(drill_cluster):
+    # Clients give up on a silent edge after 4 s; the resumed edge must then
+    # drop the frames they left queued there, or old votes would be applied
+    # after newer ones.
+    status, report = run_drill(drill_cluster, "hang-region", "eu-central", "--with-edges", "--hold", "7")
+    assert status == 0, report
+    assert report["lost"] == 0
+    assert report["duplicated"] == 0
+    assert report["converged"] is True
+    assert report["client_reconnects"] >= 5
+    assert report["rehome_s"] is not None and report["rehome_s"] < 5.0
 
 
 @pytest.mark.cluster
