@@ -76,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--before", type=float, default=5.0, metavar="SECONDS", help="audience warm-up before the fault (default: 5)")
     drill.add_argument("--after", type=float, default=5.0, metavar="SECONDS", help="audience time after the restore (default: 5)")
     drill.add_argument("--clients-per-region", type=int, default=10, metavar="N", help="synthetic clients per region (default: 10)")
-    drill.add_argument("--max-intents", type=int, default=2000, metavar="N", help="upper bound on votes sent in the whole drill (default: 2000)")
+    drill.add_argument(
+        "--max-intents", type=int, default=None, metavar="N",
+        help="upper bound on votes sent in the whole drill (default: enough for every client to vote through every phase, 20 %% to spare)",
+    )
     drill.add_argument("--faults", type=int, default=3, metavar="N", help="for FAULT random: how many random faults to inject one after another (default: 3)")
     drill.add_argument("--seed", type=int, default=None, help="for FAULT random: seed of the fault sequence, to repeat a run")
     drill.add_argument("--gap", type=float, default=3.0, metavar="SECONDS", help="for FAULT random: audience time between a restore and the next fault (default: 3)")
@@ -185,7 +188,7 @@ def run_drill_command(args) -> int:
         if getattr(args, name) < 0:
             print(f"ama drill: error: --{name} must not be negative", file=sys.stderr)
             return 2
-    if args.clients_per_region < 1 or args.max_intents < 1:
+    if args.clients_per_region < 1 or (args.max_intents is not None and args.max_intents < 1):
         print("ama drill: error: --clients-per-region and --max-intents must be at least 1", file=sys.stderr)
         return 2
     if args.fault != "random" and not args.target:

@@ -242,6 +242,8 @@ class ReconnectingClient(AmaClient):
         self.refused_try_later = 0
         # Sockets dropped because an intent got no ack within ACK_TIMEOUT_S.
         self.ack_timeouts = 0
+        # Monotonic time of each lost socket or failed connect.
+        self.dropped_at: list[float] = []
         self.user: str | None = None
         self.connected = asyncio.Event()
         self._runner: asyncio.Task | None = None
@@ -300,6 +302,7 @@ class ReconnectingClient(AmaClient):
                 return
             if self.close_code == 1013:
                 self.refused_try_later += 1
+            self.dropped_at.append(time.monotonic())
             self.reconnects += 1
             self.index += 1
             delay = random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt, 16)))

@@ -394,6 +394,7 @@ def run(
         stop_all(cluster)
         if net is not None:
             netns.destroy(net)
+            log.info("removed the network namespaces and bridge %s", net.bridge)
         (data_dir / "cluster.json").unlink(missing_ok=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)

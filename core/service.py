@@ -26,7 +26,7 @@ import time
 
 import nats.errors
 from nats.aio.client import Client
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from ama import subjects
 from ama.natsutil import guarded, is_fatal
@@ -157,7 +157,10 @@ class Ingest:
             except asyncio.TimeoutError:
                 continue
             except nats.errors.Error as exc:
-                log.warning("fetch from stream=%s failed, retrying: %s", subjects.stream(region), exc)
+                # ServiceUnavailableError carries no description: it means the
+                # stream's region cannot be reached over the gateways now.
+                reason = "the stream's region is unreachable (no JetStream responders)" if isinstance(exc, ServiceUnavailableError) else str(exc)
+                log.warning("fetch from stream=%s failed, retrying every 0.5 s: %s", subjects.stream(region), reason)
                 await asyncio.sleep(0.5)
                 continue
             await self._store_batch(region, messages)

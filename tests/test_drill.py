@@ -11,7 +11,7 @@ import pytest
 
 from ama import netns, plan as plans
 from ama.drill.history import History, Sent, check, percentile
-from ama.drill.run import DrillError, DrillOptions, schedule, validate
+from ama.drill.run import RESTORE_ALLOWANCE_S, DrillError, DrillOptions, intent_budget, schedule, validate
 from tests.harness import UpProcess, namespaces_unavailable
 
 
@@ -90,6 +90,23 @@ def test_random_schedule_draws_partitions_only_with_namespaces():
     drawn = schedule(options, regions, can_partition=True)
     assert "partition-region" in {fault for fault, _, _ in drawn}
     assert all(not with_edges for fault, _, with_edges in drawn if fault == "partition-region")
+
+
+def test_intent_budget_covers_every_phase_and_restore():
+    options = DrillOptions("kill-region", "us-east", Path("data"), clients_per_region=10, before_s=5, hold_s=10, after_s=5)
+    seconds = 5 + 10 + 5 + RESTORE_ALLOWANCE_S
+    assert intent_budget(options, regions=3) == int(1.2 * 30 * seconds / options.interval_s)
+
+
+def test_intent_budget_counts_random_faults_and_gaps():
+    options = DrillOptions("random", "", Path("data"), clients_per_region=1, before_s=0, hold_s=1, after_s=0, random_faults=3, gap_s=2)
+    seconds = 3 * (1 + RESTORE_ALLOWANCE_S) + 2 * 2
+    assert intent_budget(options, regions=1) == int(1.2 * seconds / options.interval_s)
+
+
+def test_intent_budget_takes_an_explicit_bound():
+    options = DrillOptions("kill-core", "core", Path("data"), max_intents=7)
+    assert intent_budget(options, regions=3) == 7
 
 
 def test_partition_needs_a_cluster_with_namespaces():

@@ -33,6 +33,8 @@ from ama.supervisor import UpError, request_restart
 FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core", "random")
 RANDOM_FAULTS = ("kill-region", "hang-region", "kill-edge", "kill-core")
 REGION_FAULTS = ("kill-region", "hang-region", "partition-region")
+# Seconds a restore may take (restarted processes becoming ready), for the default intent budget.
+RESTORE_ALLOWANCE_S = 10.0
 QUESTIONS = 5
 
 
@@ -52,7 +54,8 @@ class DrillOptions:
     hold_s: float = 10.0
     after_s: float = 5.0
     settle_timeout_s: float = 60.0
-    max_intents: int = 2000
+    # None: enough for every client to send for the whole drill.
+    max_intents: int | None = None
     progress: bool = True
     # For FAULT "random": how many faults, the seed, and the pause between them.
     random_faults: int = 0
@@ -75,6 +78,8 @@ class Drill:
     restored_at: float = 0.0
     load_stopped_at: float = 0.0
     victims: list[int] = field(default_factory=list)
+    # Each edge's home region just before the current fault, by health URL.
+    homes: dict[str, object] = field(default_factory=dict)
     detected_at: float | None = None
     rehomed_at: float | None = None
     converged_at: float | None = None
@@ -145,6 +150,7 @@ async def run_drill(options: DrillOptions) -> dict:
     info = load_cluster(options.data_dir)
     validate(options, info)
     drill = Drill(options, info)
+    await _wait_for_homes(drill)
     room = http_json("POST", info["core"] + "/v1/rooms", {"title": f"Drill {options.fault} {options.target}"}, info["admin_token"])
     questions = await _start_audience(drill, room)
     stop = asyncio.Event()
@@ -155,6 +161,7 @@ async def run_drill(options: DrillOptions) -> dict:
         faults = schedule(options, list(info["regions"]), bool(info.get("netns")))
         for number, fault in enumerate(faults):
             drill.current = fault
+            drill.homes = await _edge_homes(drill.info)
             _inject(drill)
             await _phase(drill, "during", options.hold_s)
             if fault[0] == "partition-region":
@@ -202,9 +209,47 @@ async def _start_audience(drill: Drill, room: dict) -> list[str]:
     return questions
 
 
+def intent_budget(options: DrillOptions, regions: int) -> int:
+    """Return the most votes the drill sends: ``max_intents``, or by default enough for every phase, with 20 % to spare.
+
+    Each restore counts RESTORE_ALLOWANCE_S on top of the phases, since the
+    load goes on while restarted processes become ready.
+    """
+    if options.max_intents is not None:
+        return options.max_intents
+    faults = max(1, options.random_faults)
+    seconds = options.before_s + options.after_s + faults * (options.hold_s + RESTORE_ALLOWANCE_S) + (faults - 1) * options.gap_s
+    return max(1, int(1.2 * regions * options.clients_per_region * seconds / options.interval_s))
+
+
+async def _wait_for_homes(drill: Drill, timeout_s: float = 30.0) -> None:
+    """Wait until every edge is back in its first home region, so that each drill starts from the steady state.
+
+    After a region fault, edges move home only once the region has been
+    healthy for 10 s. A drill started earlier would see that move as its
+    own fault.
+    """
+    view = plans.View(plans.load(drill.options.data_dir / "plan.json"))
+    wanted = {view.edge_http_url(edge): edge["home_regions"][0] for region in view.plan["regions"] for edge in region["edges"]}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        homes = await _edge_homes(drill.info)
+        away = [url for url, home in wanted.items() if url in homes and homes[url] not in (home, _DOWN)]
+        if not away or time.monotonic() > deadline:
+            break
+        if drill.options.progress:
+            noun = "edge" if len(away) == 1 else "edges"
+            print(f"waiting for {len(away)} {noun} to move back to their home region before the drill starts", flush=True)
+        await asyncio.sleep(1.0)
+
+
+async def _edge_homes(info: dict) -> dict[str, object]:
+    return {url: await _home_region(url) for region in info["regions"].values() for url in region.get("edge_http", [])}
+
+
 async def _drive(drill: Drill, questions: list[str], stop: asyncio.Event) -> None:
     """Send votes from every client until ``stop`` or the intent budget runs out."""
-    budget = drill.options.max_intents
+    budget = intent_budget(drill.options, len(drill.info["regions"]))
     sent = 0
     while not stop.is_set() and sent < budget:
         for _, client in drill.clients:
@@ -322,12 +367,7 @@ async def _watch_detection(drill: Drill) -> None:
     or (for partition-region) a NATS server of the cut region has lost a
     gateway connection.
     """
-    info = drill.info
-    core_url = info["core"]
-    homes = {}
-    for region in info["regions"].values():
-        for url in region.get("edge_http", []):
-            homes[url] = await _home_region(url)
+    core_url = drill.info["core"]
     while True:
         await asyncio.sleep(0.05)
         if not drill.fault_at or drill.detected_at is not None:
@@ -340,13 +380,16 @@ async def _watch_detection(drill: Drill) -> None:
             core_down = False
         else:
             core_down = await _home_region(core_url) is _DOWN
-        if any(client.reconnects for _, client in drill.clients):
-            drill.detected_at = time.monotonic()
+        drops = [moment for _, client in drill.clients for moment in client.dropped_at if moment >= drill.fault_at]
+        if drops:
+            # The client's own time of the drop: this loop may lag behind it
+            # while health checks of a hung edge time out.
+            drill.detected_at = min(drops)
             continue
         if core_down:
             drill.detected_at = time.monotonic()
             continue
-        for url, home in homes.items():
+        for url, home in drill.homes.items():
             now_home = await _home_region(url)
             if now_home != home and (now_home is not _DOWN or drill.current[0] == "kill-edge"):
                 drill.detected_at = time.monotonic()
@@ -475,8 +518,8 @@ def _rounded(value: float | None) -> float | None:
 
 
 def format_report(report: dict) -> str:
-    def show(value) -> str:
-        return "n/a" if value is None else str(value)
+    def show(value, unit: str = "") -> str:
+        return "n/a" if value is None else f"{value}{unit}"
 
     faults = ", ".join(f"{fault['fault']} {fault['target']}" + (" with edges" if fault["with_edges"] else "") for fault in report["faults"])
     lines = [
@@ -486,12 +529,12 @@ def format_report(report: dict) -> str:
         f"  history   lost {report['lost']}, duplicated {report['duplicated']}, never committed {report['unacknowledged']}",
         f"  replicas  {'converged' if report['converged'] else 'NOT converged'} ({len(report['replicas_checked'])} checked)",
         # A partition moves no edge: the second figure is the cut side's first write.
-        f"  timing    detect {show(report['detect_s'])} s, "
+        f"  timing    detect {show(report['detect_s'], ' s')}, "
         + ("first write on the cut side" if report["fault"] == "partition-region" else "re-home")
-        + f" {show(report['rehome_s'])} s, converge {show(report['converge_s'])} s after the load stopped",
+        + f" {show(report['rehome_s'], ' s')}, converge {show(report['converge_s'], ' s')} after the load stopped",
         f"  clients   {report['client_reconnects']} reconnects",
         "  during    accepted " + ", ".join(f"{region} {count}" for region, count in report["acked_during"].items()),
-        f"  p99 ack   before {show(report['p99_ms_before'])} ms, during {show(report['p99_ms_during'])} ms, after {show(report['p99_ms_after'])} ms",
+        f"  p99 ack   before {show(report['p99_ms_before'], ' ms')}, during {show(report['p99_ms_during'], ' ms')}, after {show(report['p99_ms_after'], ' ms')}",
     ]
     if report["split_observed"] is not None:
         lines.append(f"  partition {'replicas on the two sides differed before the heal' if report['split_observed'] else 'NO difference between the sides was seen before the heal'}")
