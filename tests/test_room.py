@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 from pycrdt import Map
@@ -1370,3 +1372,13 @@ def test_normalize_text_rejects_lone_low_surrogate():
 
     assert error.code == "invalid_text"
     assert error.message == "Field 'title' contains a lone surrogate; send valid UTF-16 or UTF-8 text."
+
+
+def test_totals_follow_a_vote_deleted_without_an_event():
+    recorded = json.loads((Path(__file__).parent / "data" / "unreported-vote-delete.json").read_text())
+    room = Room("recorded")
+    for update in recorded["updates"]:
+        room.apply_update(base64.b64decode(update))
+    totals = {question: list(counts) for question, counts in room.totals.items()}
+    room.reconcile()
+    assert totals == {question: list(counts) for question, counts in room.totals.items()}
