@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
+    plan.add_argument(
+        "--nats-per-region", type=int, default=1,
+        help="nats-servers in each region (default: 1); with 3 or more, each region's stream keeps 3 replicas and survives the loss of its leader",
+    )
     return parser
 
 
@@ -136,10 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "room":
         return run_room_command(args)
     if args.command == "plan":
-        if args.edges_per_region < 1:
-            print("ama plan: error: --edges-per-region must be at least 1", file=sys.stderr)
+        if args.edges_per_region < 1 or args.nats_per_region < 1:
+            print("ama plan: error: --edges-per-region and --nats-per-region must be at least 1", file=sys.stderr)
             return 2
-        print(json.dumps(plans.default_plan(args.edges_per_region), indent=2))
+        print(json.dumps(plans.default_plan(args.edges_per_region, nats_per_region=args.nats_per_region), indent=2))
         return 0
     return 2
 

@@ -26,6 +26,8 @@ DEFAULT_REGIONS: list[tuple[str, tuple[float, float]]] = [
     ("ap-southeast", (1.35, 103.82)),
 ]
 DEFAULT_CORE_REGION = "us-east"
+# Three replicas keep a stream writable when any one of its servers is lost.
+MAX_STREAM_REPLICAS = 3
 
 
 class PlanError(ValueError):
@@ -58,22 +60,29 @@ def home_order(location: tuple[float, float], regions: list[dict]) -> list[str]:
     return [region["name"] for region in sorted(regions, key=lambda r: (great_circle_km(location, tuple(r["location"])), r["name"]))]
 
 
-def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1") -> dict:
-    """Build the local three-region plan with ports taken free from the OS."""
-    per_region = 4 + 1 + 2 * edges_per_region
+def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1", nats_per_region: int = 1) -> dict:
+    """Build the local three-region plan with ports taken free from the OS.
+
+    With ``nats_per_region`` of 3 or more, each region's stream keeps three
+    replicas and survives the loss of its leader.
+    """
+    per_region = 4 * nats_per_region + 1 + 2 * edges_per_region
     ports = iter(free_ports(1 + per_region * len(DEFAULT_REGIONS), host))
     regions = []
     for name, location in DEFAULT_REGIONS:
         regions.append({
             "name": name,
             "location": list(location),
-            "nats": [{
-                "name": f"{name}-nats-1",
-                "client_port": next(ports),
-                "cluster_port": next(ports),
-                "gateway_port": next(ports),
-                "monitor_port": next(ports),
-            }],
+            "nats": [
+                {
+                    "name": f"{name}-nats-{i + 1}",
+                    "client_port": next(ports),
+                    "cluster_port": next(ports),
+                    "gateway_port": next(ports),
+                    "monitor_port": next(ports),
+                }
+                for i in range(nats_per_region)
+            ],
             "region_services": [{"name": f"{name}-region-1", "http_port": next(ports)}],
             "edges": [
                 {"name": f"{name}-edge-{i + 1}", "http_port": next(ports), "ws_port": next(ports), "location": list(location)}
@@ -119,6 +128,11 @@ def validate(plan: dict) -> None:
             unknown = set(edge.get("home_regions", [])) - set(names)
             if unknown or not edge.get("home_regions"):
                 raise PlanError(f"plan.regions[{region['name']}].edges[{edge.get('name')}].home_regions must name known regions")
+
+
+def stream_replicas(region: dict) -> int:
+    """Return how many replicas a region's stream keeps: one per nats-server of the region, at most three."""
+    return min(MAX_STREAM_REPLICAS, len(region["nats"]))
 
 
 def load(path: Path) -> dict:

@@ -29,6 +29,7 @@ import time
 import nats.errors
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, Placement, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
 
 from ama import subjects
 from ama.natsutil import guarded
@@ -50,9 +51,12 @@ PUBLISH_TIMEOUT_S = 2.0
 
 
 class RegionService:
-    def __init__(self, nc: Client, region: str, regions: list[str]):
+    def __init__(self, nc: Client, region: str, regions: list[str], stream_replicas: int = 1):
         self.nc = nc
         self.region = region
+        # One per nats-server of the region, at most three: with three, the
+        # stream keeps every acked update when its leader's server dies.
+        self.stream_replicas = stream_replicas
         self.others = [name for name in regions if name != region]
         self.replicas: dict[str, Replica] = {}
         self.active: dict[str, float] = {}
@@ -88,13 +92,18 @@ class RegionService:
             discard=DiscardPolicy.OLD,
             max_age=STREAM_MAX_AGE_S,
             duplicate_window=120,
-            num_replicas=1,
+            num_replicas=self.stream_replicas,
             placement=Placement(cluster=self.region),
         )
         while True:
             try:
-                await js.add_stream(config)
-                log.info("stream=%s ready", config.name)
+                try:
+                    await js.add_stream(config)
+                except BadRequestError:
+                    # The stream exists with another configuration, such as
+                    # fewer replicas before servers were added to the region.
+                    await js.update_stream(config)
+                log.info("stream=%s ready replicas=%d", config.name, self.stream_replicas)
                 return
             except (nats.errors.Error, asyncio.TimeoutError) as exc:
                 log.info("stream=%s not created yet, retrying: %s", config.name, exc or type(exc).__name__)

@@ -120,6 +120,12 @@ def test_partition_needs_a_cluster_with_namespaces():
         validate(DrillOptions("partition-region", "mars", Path("data")), info)
 
 
+def test_kill_stream_leader_needs_three_servers():
+    info = {"regions": {"us-east": {"pids": {"nats": [11]}}}}
+    with pytest.raises(DrillError, match="1 nats-server.*--nats-per-region 3"):
+        validate(DrillOptions("kill-stream-leader", "us-east", Path("data")), info)
+
+
 @pytest.fixture(scope="module")
 def drill_cluster(tmp_path_factory):
     process = UpProcess(tmp_path_factory.mktemp("drill") / "data")
@@ -241,3 +247,28 @@ def test_up_refuses_netns_on_a_plan_made_without_it(tmp_path):
         prepare_plan(tmp_path, None, use_netns=True)
     with pytest.raises(UpError, match="--netns applies to the default plan only"):
         prepare_plan(tmp_path, tmp_path / "plan.json", use_netns=True)
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("replicated")
+    plan = directory / "plan.json"
+    plan.write_text(json.dumps(plans.default_plan(nats_per_region=3)))
+    process = UpProcess(directory / "data", ["--plan", str(plan)])
+    try:
+        process.start()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.mark.cluster
+def test_kill_stream_leader_drill_loses_nothing(replicated_cluster):
+    status, report = run_drill(replicated_cluster, "kill-stream-leader", "us-east", "--hold", "7")
+    assert status == 0, report
+    assert report["lost"] == 0
+    assert report["duplicated"] == 0
+    assert report["converged"] is True
+    assert report["intents_committed"] == report["intents_sent"]
+    # Another server of the region took the stream over while the killed one was down.
+    assert report["detect_s"] is not None

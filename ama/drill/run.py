@@ -25,14 +25,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ama import netns, plan as plans
+from ama import netns, plan as plans, subjects
 from ama.client import ReconnectingClient
 from ama.drill.history import History, Sent, Verdict, check, percentile
 from ama.supervisor import UpError, request_restart
 
-FAULTS = ("kill-region", "hang-region", "partition-region", "kill-edge", "kill-core", "random")
+FAULTS = ("kill-region", "hang-region", "partition-region", "kill-stream-leader", "kill-edge", "kill-core", "random")
 RANDOM_FAULTS = ("kill-region", "hang-region", "kill-edge", "kill-core")
-REGION_FAULTS = ("kill-region", "hang-region", "partition-region")
+REGION_FAULTS = ("kill-region", "hang-region", "partition-region", "kill-stream-leader")
 # Seconds a restore may take (restarted processes becoming ready), for the default intent budget.
 RESTORE_ALLOWANCE_S = 10.0
 QUESTIONS = 5
@@ -78,6 +78,8 @@ class Drill:
     restored_at: float = 0.0
     load_stopped_at: float = 0.0
     victims: list[int] = field(default_factory=list)
+    # The nats-server that kill-stream-leader killed.
+    killed_leader: str | None = None
     # Each edge's home region just before the current fault, by health URL.
     homes: dict[str, object] = field(default_factory=dict)
     detected_at: float | None = None
@@ -118,9 +120,18 @@ def validate(options: DrillOptions, info: dict) -> None:
             )
         if options.with_edges:
             raise DrillError("partition-region cuts only the region's gateways; its edges keep serving, so --with-edges does not apply")
+    if options.fault == "kill-stream-leader" and options.with_edges:
+        raise DrillError("kill-stream-leader kills one nats-server; --with-edges does not apply")
     regions = list(info["regions"])
     if options.fault in REGION_FAULTS and options.target not in regions:
         raise DrillError(f"unknown region {options.target!r}; regions are {', '.join(regions)}")
+    if options.fault == "kill-stream-leader":
+        servers = len(info["regions"][options.target]["pids"]["nats"])
+        if servers < plans.MAX_STREAM_REPLICAS:
+            raise DrillError(
+                f"{options.target} has {servers} nats-server(s), so its stream has no replica to take over: make a plan with "
+                f"'ama plan --nats-per-region 3 > plan.json' and start it with 'ama up --plan plan.json' on a new data dir"
+            )
     if options.fault == "kill-edge" and options.target not in regions and not options.target.startswith("ws://"):
         raise DrillError(f"TARGET of kill-edge is a region (its first edge is killed) or an edge URL; regions are {', '.join(regions)}")
     if options.fault == "kill-core" and options.target != "core":
@@ -317,8 +328,36 @@ def _victims(drill: Drill) -> list[int]:
         return info["regions"][target]["pids"]["edges"][:1]
     if fault == "partition-region":
         return []
+    if fault == "kill-stream-leader":
+        return [_stream_leader_pid(drill, target)]
     pids = info["regions"][target]["pids"]
     return pids["nats"] + pids["region"] + (pids["edges"] if with_edges else [])
+
+
+def stream_leader(view: plans.View, region: str) -> str | None:
+    """Return the name of the nats-server leading ``region``'s stream, from the region's monitor endpoints."""
+    name = subjects.stream(region)
+    for server in view.region(region)["nats"]:
+        try:
+            jsz = http_json("GET", view.monitor_url(server) + "/jsz?accounts=true&streams=true", timeout=1)
+        except (OSError, ValueError):
+            continue
+        for account in jsz.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                leader = (stream.get("cluster") or {}).get("leader")
+                if stream.get("name") == name and leader:
+                    return leader
+    return None
+
+
+def _stream_leader_pid(drill: Drill, region: str) -> int:
+    view = plans.View(plans.load(drill.options.data_dir / "plan.json"))
+    servers = [server["name"] for server in view.region(region)["nats"]]
+    leader = stream_leader(view, region)
+    if leader not in servers:
+        raise DrillError(f"no leader of {region}'s stream found in its servers' /jsz (got {leader!r}); check that the region is up")
+    drill.killed_leader = leader
+    return drill.info["regions"][region]["pids"]["nats"][servers.index(leader)]
 
 
 def _layout(drill: Drill) -> netns.Layout:
@@ -364,8 +403,9 @@ async def _watch_detection(drill: Drill) -> None:
 
     Observed means: a client reconnects, an edge reports a new home region,
     a killed edge fails its health check, (for kill-core) the core does,
-    or (for partition-region) a NATS server of the cut region has lost a
-    gateway connection.
+    (for partition-region) a NATS server of the cut region has lost a
+    gateway connection, or (for kill-stream-leader) another server leads
+    the stream.
     """
     core_url = drill.info["core"]
     while True:
@@ -374,6 +414,12 @@ async def _watch_detection(drill: Drill) -> None:
             continue
         if drill.current[0] == "partition-region":
             if await asyncio.to_thread(_gateways_lost, drill, drill.current[1]):
+                drill.detected_at = time.monotonic()
+            continue
+        if drill.current[0] == "kill-stream-leader":
+            view = plans.View(plans.load(drill.options.data_dir / "plan.json"))
+            leader = await asyncio.to_thread(stream_leader, view, drill.current[1])
+            if leader is not None and leader != drill.killed_leader:
                 drill.detected_at = time.monotonic()
             continue
         if drill.current[0] != "kill-core":
