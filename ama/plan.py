@@ -28,6 +28,9 @@ DEFAULT_REGIONS: list[tuple[str, tuple[float, float]]] = [
 DEFAULT_CORE_REGION = "us-east"
 # Three replicas keep a stream writable when any one of its servers is lost.
 MAX_STREAM_REPLICAS = 3
+# Region services and the core drop a room's replica after this many idle
+# seconds (plan key ``evict_idle_rooms_after_s``); the core's store keeps it.
+DEFAULT_EVICT_AFTER_S = 900.0
 
 
 class PlanError(ValueError):
@@ -115,6 +118,9 @@ def validate(plan: dict) -> None:
     streams = [stream(name) for name in names]
     if len(set(streams)) != len(streams):
         raise PlanError(f"plan.regions[].name must stay unique with '-' read as '_' (they name JetStream streams), got {names}")
+    evict = plan.get("evict_idle_rooms_after_s", DEFAULT_EVICT_AFTER_S)
+    if not isinstance(evict, (int, float)) or isinstance(evict, bool) or evict <= 0:
+        raise PlanError(f"plan.evict_idle_rooms_after_s must be a positive number of seconds, not {evict!r}")
     if plan.get("core_region") not in names:
         raise PlanError(f"plan.core_region {plan.get('core_region')!r} is not one of the regions {names}")
     for region in regions:
@@ -166,6 +172,9 @@ class View:
     def bind_host(self, node: dict) -> str:
         """Return the address ``node`` listens on: the plan's ``bind`` (such as 0.0.0.0), else its own host."""
         return self.plan.get("bind") or self.node_host(node)
+
+    def evict_after_s(self) -> float:
+        return float(self.plan.get("evict_idle_rooms_after_s", DEFAULT_EVICT_AFTER_S))
 
     def region(self, name: str) -> dict:
         for region in self.plan["regions"]:

@@ -79,7 +79,7 @@ class CoreState:
 
 def build_app(state: CoreState) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "service": "core"})
+        return JSONResponse({"status": "ok", "service": "core", "rooms": len(state.replicas.replicas)})
 
     async def jwks(request: Request) -> JSONResponse:
         return JSONResponse(state.signer.jwks(), headers={"Cache-Control": "max-age=60"})

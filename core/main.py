@@ -49,7 +49,7 @@ async def run(plan_path: Path, data_dir: Path, geoip: Path | None, trusted_proxi
     state = CoreState(signer, Verifier(signer.jwks()), load_admin_token(data_dir / "admin-token"), CoreReplicas(store), routing)
     nc = await connect(view.nats_urls_in_order(order), name=view.plan["core"]["name"])
     await follow_heartbeats(nc, routing.board)
-    ingest = Ingest(nc, state.replicas, view.region_names())
+    ingest = Ingest(nc, state.replicas, view.region_names(), view.evict_after_s())
     log.info("core starting http_port=%d", view.plan["core"]["http_port"])
     try:
         async with asyncio.TaskGroup() as tasks:

@@ -41,6 +41,9 @@ FETCH_TIMEOUT_S = 1.0
 WATERMARK_TICK_S = 0.05
 WATERMARK_REFRESH_S = 1.0
 ACTIVE_ROOM_S = 120.0
+# A room's replica unused this long is dropped; the store keeps the room.
+EVICT_AFTER_S = 900.0
+EVICT_CHECK_S = 10.0
 SNAPSHOT_EVERY = 1000
 
 
@@ -59,8 +62,11 @@ class CoreReplicas:
         # Log ids stored but not yet applied to the replica, per room.
         self.unapplied: dict[str, set[int]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        # Monotonic time each replica was last used.
+        self.used_at: dict[str, float] = {}
 
     async def get(self, room_id: str) -> Replica:
+        self.used_at[room_id] = time.monotonic()
         replica = self.replicas.get(room_id)
         if replica is not None:
             return replica
@@ -107,6 +113,30 @@ class CoreReplicas:
         if self.since_snapshot[room_id] >= SNAPSHOT_EVERY and not replica.delivery.has_gap and not replica.room.has_pending:
             await self.snapshot(room_id)
 
+    async def evict_idle(self, now: float, idle_s: float) -> list[str]:
+        """Drop the replicas unused for ``idle_s`` whose every stored update is applied; return their room ids.
+
+        A snapshot is taken first unless one covers the replica already, so
+        the next ``get`` loads the room quickly. A replica used while the
+        snapshot is written stays.
+        """
+        evicted = []
+        for room_id in [room for room, used in self.used_at.items() if now - used >= idle_s]:
+            replica = self.replicas.get(room_id)
+            if replica is not None and (self.unapplied.get(room_id) or replica.delivery.has_gap or replica.room.has_pending):
+                continue
+            used = self.used_at[room_id]
+            if replica is not None and self.since_snapshot.get(room_id, 0) > 0:
+                await self.snapshot(room_id)
+            if self.used_at.get(room_id) != used or self.unapplied.get(room_id):
+                continue
+            for table in (self.replicas, self.last_ids, self.since_snapshot, self.unapplied, self._loading, self.used_at):
+                table.pop(room_id, None)
+            evicted.append(room_id)
+        if evicted:
+            log.info("evicted %d idle rooms; %d replicas left", len(evicted), len(self.replicas))
+        return evicted
+
     async def snapshot(self, room_id: str) -> None:
         """Store the room's state, covering every log id below the first one not yet applied.
 
@@ -125,8 +155,9 @@ class CoreReplicas:
 class Ingest:
     """Consumes every region's update stream into the store and publishes watermarks."""
 
-    def __init__(self, nc: Client, replicas: CoreReplicas, regions: list[str]):
+    def __init__(self, nc: Client, replicas: CoreReplicas, regions: list[str], evict_after_s: float = EVICT_AFTER_S):
         self.nc = nc
+        self.evict_after_s = evict_after_s
         self.js = nc.jetstream(timeout=5)
         self.replicas = replicas
         self.regions = regions
@@ -139,6 +170,12 @@ class Ingest:
                 tasks.create_task(self._consume(region))
             tasks.create_task(self._publish_watermarks())
             tasks.create_task(self._serve_loads())
+            tasks.create_task(self._evict_idle())
+
+    async def _evict_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(EVICT_CHECK_S, self.evict_after_s))
+            await self.replicas.evict_idle(time.monotonic(), self.evict_after_s)
 
     async def _consume(self, region: str) -> None:
         subscription = None

@@ -158,11 +158,13 @@ class EdgeNode:
             self._opening.pop(room_id, None)
 
     async def close_idle_rooms(self) -> None:
+        """Close rooms without sockets for ``room_idle_s`` (plan key of the edge, default ROOM_IDLE_S)."""
+        idle_s = float(self.config.get("room_idle_s", ROOM_IDLE_S))
         while True:
-            await asyncio.sleep(ROOM_IDLE_S / 4)
+            await asyncio.sleep(idle_s / 4)
             now = time.monotonic()
             for room_id, room in list(self.rooms.items()):
-                idle = room.idle_since is not None and now - room.idle_since > ROOM_IDLE_S
+                idle = room.idle_since is not None and now - room.idle_since > idle_s
                 if idle and room.outbox.empty() and not room.commits:
                     del self.rooms[room_id]
                     await room.close()

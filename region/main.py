@@ -51,7 +51,7 @@ async def run(plan_path: Path, name: str) -> None:
     stop = stop_on_signals()
     order = [region] + [other for other in view.region_names() if other != region]
     nc = await connect(view.nats_urls_in_order(order), name=name)
-    service = RegionService(nc, region, view.region_names(), plans.stream_replicas(view.region(region)))
+    service = RegionService(nc, region, view.region_names(), plans.stream_replicas(view.region(region)), view.evict_after_s())
     log.info("region service starting http_port=%d", node["http_port"])
     try:
         async with asyncio.TaskGroup() as tasks:

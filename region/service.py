@@ -18,6 +18,10 @@ Theory of operation
   publishes the missing diff into its own region's stream. That covers an
   update whose edge died after the update fanned out but before its stream
   stored it, and a region whose stream the core cannot read.
+* It drops the replica of a room idle for ``EVICT_AFTER_S`` once the core's
+  watermark covers it, so memory follows the rooms in use, not every room
+  ever seen. The next update or sync of the room loads it from the core
+  again.
 """
 
 from __future__ import annotations
@@ -44,16 +48,34 @@ SYNC_TIMEOUT_S = 1.0
 LOAD_TIMEOUT_S = 2.0
 STREAM_MAX_AGE_S = 7 * 24 * 3600
 STEP_HEADER = "Ama-Step"
+# Set on syncs between region services. They do not count as activity:
+# otherwise two regions' anti-entropy would keep each other's rooms active
+# forever, and no room would ever go idle.
+FROM_HEADER = "Ama-From"
 REPAIR_CHECK_S = 1.0
 REPAIR_AFTER_S = 5.0
 WATERMARK_FRESH_S = 3.0
 PUBLISH_TIMEOUT_S = 2.0
+EVICT_AFTER_S = 900.0
+EVICT_CHECK_S = 10.0
+
+
+def evictable(idle_s: float, evict_after_s: float, state_vector: dict[int, int], watermark: dict[int, int] | None) -> bool:
+    """Tell whether a replica may be dropped: idle long enough, and the core has stored all of it.
+
+    Without a watermark the core may lack content only this replica holds,
+    so the replica stays.
+    """
+    if idle_s < evict_after_s or watermark is None:
+        return False
+    return all(clock <= watermark.get(client, 0) for client, clock in state_vector.items())
 
 
 class RegionService:
-    def __init__(self, nc: Client, region: str, regions: list[str], stream_replicas: int = 1):
+    def __init__(self, nc: Client, region: str, regions: list[str], stream_replicas: int = 1, evict_after_s: float = EVICT_AFTER_S):
         self.nc = nc
         self.region = region
+        self.evict_after_s = evict_after_s
         # One per nats-server of the region, at most three: with three, the
         # stream keeps every acked update when its leader's server dies.
         self.stream_replicas = stream_replicas
@@ -81,6 +103,7 @@ class RegionService:
             tasks.create_task(self._anti_entropy())
             tasks.create_task(self._load_missing())
             tasks.create_task(self._repair_core())
+            tasks.create_task(self._evict_idle())
 
     async def _ensure_stream(self) -> None:
         js = self.nc.jetstream(timeout=5)
@@ -180,6 +203,27 @@ class RegionService:
         del self.pending_repairs[room_id]
         log.warning("room=%s repaired the core's log with seq=%d bytes=%d", room_id, message.seq, len(message.update))
 
+    async def _evict_idle(self) -> None:
+        while True:
+            await asyncio.sleep(min(EVICT_CHECK_S, self.evict_after_s))
+            self.evict_idle(time.monotonic())
+
+    def evict_idle(self, now: float) -> list[str]:
+        """Drop the replicas that ``evictable`` allows and no task is using; return their room ids."""
+        busy = self.loading | self.healing | set(self.missing_since) | set(self.pending_repairs)
+        evicted = []
+        for room_id in [room for room in self.replicas if room in self.loaded and room not in busy]:
+            watermark = self.watermarks.get(room_id)
+            state = decode_state_vector(self.replicas[room_id].room.state_vector())
+            if evictable(now - self.active.get(room_id, now), self.evict_after_s, state, None if watermark is None else watermark[1]):
+                for table in (self.replicas, self.active, self.watermarks):
+                    table.pop(room_id, None)
+                self.loaded.discard(room_id)
+                evicted.append(room_id)
+        if evicted:
+            log.info("evicted %d idle rooms the core has stored; %d replicas left", len(evicted), len(self.replicas))
+        return evicted
+
     async def _on_sync(self, message) -> None:
         room_id = message.subject.rsplit(".", 1)[-1]
         try:
@@ -187,7 +231,14 @@ class RegionService:
         except ValueError as exc:
             log.warning("room=%s dropped an undecodable sync: %s", room_id, exc)
             return
-        replica = self.replica(room_id)
+        from_region = (message.headers or {}).get(FROM_HEADER) == "region"
+        if from_region and room_id not in self.replicas:
+            # A room this region does not hold (never seen, or evicted):
+            # the other region's content reaches the core by its own repair.
+            if message.reply:
+                await self.nc.publish(message.reply, b"", headers={"Ama-Error": "not_open"})
+            return
+        replica = self.replicas[room_id] if from_region else self.replica(room_id)
         if room_id not in self.loaded:
             # Never wait for the core here: one subscription serves every
             # room's syncs in turn. The requester retries until the room is loaded.
@@ -259,12 +310,14 @@ class RegionService:
         """Run a two-way state-vector sync of one room with another region."""
         replica = self.replicas[room_id]
         try:
-            reply = await self.nc.request(subjects.sync(region, room_id), encode(replica.sync_request()), timeout=SYNC_TIMEOUT_S)
+            reply = await self.nc.request(
+                subjects.sync(region, room_id), encode(replica.sync_request()), timeout=SYNC_TIMEOUT_S, headers={FROM_HEADER: "region"},
+            )
             if (reply.headers or {}).get("Ama-Error"):
                 return False
             step2 = replica.complete_sync(decode_sync(reply.data))
             if step2 is not None:
-                await self.nc.publish(subjects.sync(region, room_id), encode(step2), headers={STEP_HEADER: "2"})
+                await self.nc.publish(subjects.sync(region, room_id), encode(step2), headers={STEP_HEADER: "2", FROM_HEADER: "region"})
             return True
         except (nats.errors.Error, asyncio.TimeoutError, ValueError) as exc:
             log.debug("room=%s sync with region=%s failed: %s", room_id, region, exc or type(exc).__name__)
