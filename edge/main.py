@@ -36,6 +36,7 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(node.close_idle_rooms()),
+                    tasks.create_task(endpoint.keepalive.run()),
                     tasks.create_task(publish_heartbeats(lambda: node.nc, "edge", name, node.current_region)),
                     tasks.create_task(node.return_home()),
                     tasks.create_task(serve_http(build_app(node), view.bind_host(node.config), node.config["http_port"], http_stop)),
@@ -47,7 +48,7 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
                 server.close(close_connections=False)
                 await endpoint.shutdown()
                 http_stop.set()
-                for task in background[:3]:
+                for task in background[:4]:
                     task.cancel()
     finally:
         await node.stop()

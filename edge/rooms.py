@@ -66,7 +66,7 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     """One joined socket."""
 
