@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print a default topology plan as JSON", description="Print the default three-region plan with free ports, for editing and 'ama up --plan'.")
     plan.add_argument("--edges-per-region", type=int, default=1, help="edges in each region (default: 1)")
+    plan.add_argument("--processes-per-edge", type=int, default=1,
+                      help="edge processes sharing each edge's WebSocket port with SO_REUSEPORT, one core each (default: 1)")
     return parser
 
 
@@ -128,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.edges_per_region < 1:
             print("ama plan: error: --edges-per-region must be at least 1", file=sys.stderr)
             return 2
-        print(json.dumps(plans.default_plan(args.edges_per_region), indent=2))
+        if args.processes_per_edge < 1:
+            print("ama plan: error: --processes-per-edge must be at least 1", file=sys.stderr)
+            return 2
+        print(json.dumps(plans.default_plan(args.edges_per_region, processes_per_edge=args.processes_per_edge), indent=2))
         return 0
     return 2
 

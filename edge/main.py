@@ -32,7 +32,8 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
     log.info("edge starting http_port=%d ws_port=%d", node.config["http_port"], node.config["ws_port"])
     http_stop = asyncio.Event()
     try:
-        async with serve_sockets(endpoint, view.bind_host(node.config), node.config["ws_port"]) as server:
+        reuse_port = node.config.get("reuse_port", False)
+        async with serve_sockets(endpoint, view.bind_host(node.config), node.config["ws_port"], reuse_port) as server:
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(node.close_idle_rooms()),

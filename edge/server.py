@@ -304,7 +304,8 @@ class Endpoint:
         await asyncio.gather(*closing, return_exceptions=True)
 
 
-def serve_sockets(endpoint: Endpoint, host: str, port: int):
+def serve_sockets(endpoint: Endpoint, host: str, port: int, reuse_port: bool = False):
+    """Listen for sockets; with ``reuse_port`` (SO_REUSEPORT) other edge processes may listen on the same port."""
     return serve(
         endpoint.handle,
         host,
@@ -315,4 +316,5 @@ def serve_sockets(endpoint: Endpoint, host: str, port: int):
         # Keepalive pings from one loop instead of a library task per socket.
         ping_interval=None,
         close_timeout=2,
+        reuse_port=reuse_port,
     )
