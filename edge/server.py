@@ -30,7 +30,7 @@ is not allowed, and HTTP 429 to a client address over its socket cap.
 An edge that is shutting down answers new upgrade requests with HTTP 503.
 
 ``Keepalive`` pings every open socket once per ``PING_INTERVAL_S`` and
-closes with 1011 a socket whose previous ping got no pong by its next turn.
+closes with 1011 a socket whose ping got no pong within that interval.
 One loop serves all sockets because the library's keepalive task per socket
 cost about 2 KiB of each idle socket's 17 KiB (``ama bench idle``).
 """
@@ -121,18 +121,20 @@ class Admission:
 class Keepalive:
     """Pings a set of open sockets from one loop (RFC 6455 section 5.5.2).
 
-    Each socket gets a ping once per ``interval``; one whose previous ping
-    got no pong by its next turn is closed with 1011. The sockets are pinged
-    in ``slices`` spread over the interval, so no flush waits behind
-    thousands of pings at once.
+    Each socket gets a ping once per ``interval``. One whose ping got no
+    pong within ``interval`` is closed with 1011 at its next turn after
+    that, so within two intervals of the ping. The sockets are pinged in
+    ``slices`` spread over the interval, so no flush waits behind thousands
+    of pings at once.
     """
 
     def __init__(self, sockets: set[ServerConnection], interval: float = PING_INTERVAL_S, slices: int = PING_SLICES):
         self.sockets = sockets
         self.interval = interval
         self.slices = slices
-        # Sockets that owe a pong, with the future the library resolves on it.
-        self.unanswered: dict[ServerConnection, asyncio.Future] = {}
+        # Sockets that owe a pong: the future the library resolves on it, and
+        # when the ping went out (loop time).
+        self.unanswered: dict[ServerConnection, tuple[asyncio.Future, float]] = {}
 
     async def run(self) -> None:
         while True:
@@ -142,20 +144,24 @@ class Keepalive:
                 await self.ping(sockets[index::self.slices])
 
     async def ping(self, sockets: list[ServerConnection]) -> None:
-        """Close the sockets whose last ping got no pong, and ping the others."""
+        """Close the sockets whose last ping got no pong within ``interval``, and ping the others that owe none."""
+        loop = asyncio.get_running_loop()
         timed_out = []
         for websocket in sockets:
             if websocket.protocol.state is not OPEN:
                 continue
+            # A socket can fall in another slice when the set changes, so the
+            # ping's own age decides, not the turn.
             if websocket in self.unanswered:
-                timed_out.append(websocket)
+                if loop.time() - self.unanswered[websocket][1] >= self.interval:
+                    timed_out.append(websocket)
                 continue
             try:
                 pong = await websocket.ping()
             except ConnectionClosed:
                 continue
             # The entry goes when the pong arrives or the socket closes.
-            self.unanswered[websocket] = pong
+            self.unanswered[websocket] = (pong, loop.time())
             pong.add_done_callback(lambda _, websocket=websocket: self.unanswered.pop(websocket, None))
         if timed_out:
             log.warning("closing %d sockets with 1011: no pong within %g s of a ping", len(timed_out), self.interval)

@@ -15,6 +15,19 @@ from edge.server import CLOSE_PING_TIMEOUT, Keepalive
 INTERVAL_S = 0.2
 
 
+def tracking(sockets: set):
+    """Return a connection handler that keeps each open socket in ``sockets``, as ``Endpoint`` does."""
+
+    async def handler(websocket):
+        sockets.add(websocket)
+        try:
+            await websocket.wait_closed()
+        finally:
+            sockets.discard(websocket)
+
+    return handler
+
+
 async def silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Open a WebSocket by hand and never respond to a frame, as a dead peer would."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -50,14 +63,7 @@ async def test_keepalive_closes_silent_socket():
     sockets = set()
     keepalive = Keepalive(sockets, interval=INTERVAL_S, slices=2)
 
-    async def handler(websocket):
-        sockets.add(websocket)
-        try:
-            await websocket.wait_closed()
-        finally:
-            sockets.discard(websocket)
-
-    async with serve(handler, "127.0.0.1", 0, ping_interval=None) as server:
+    async with serve(tracking(sockets), "127.0.0.1", 0, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
         answering = await websockets.connect(f"ws://127.0.0.1:{port}/", ping_interval=None)
         reader, writer = await silent_client(port)
@@ -76,3 +82,26 @@ async def test_keepalive_closes_silent_socket():
             loop.cancel()
             writer.close()
             await answering.close()
+
+
+async def test_keepalive_waits_out_the_interval():
+    """A socket met again before its ping is ``interval`` old (the set changed, so the slices moved) stays open."""
+    sockets = set()
+    keepalive = Keepalive(sockets, interval=0.5, slices=1)
+
+    async with serve(tracking(sockets), "127.0.0.1", 0, ping_interval=None, close_timeout=0.1) as server:
+        reader, writer = await silent_client(server.sockets[0].getsockname()[1])
+        try:
+            while not sockets:
+                await asyncio.sleep(0.01)
+            (websocket,) = sockets
+            await keepalive.ping([websocket])
+            await keepalive.ping([websocket])
+            assert websocket.state is websockets.State.OPEN
+            assert websocket in keepalive.unanswered
+
+            await asyncio.sleep(0.5)
+            await keepalive.ping([websocket])
+            assert await asyncio.wait_for(read_close_code(reader), 2) == CLOSE_PING_TIMEOUT
+        finally:
+            writer.close()
