@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nats-per-region", type=int, default=1,
         help="nats-servers in each region (default: 1); with 3 or more, each region's stream keeps 3 replicas and survives the loss of its leader",
     )
+    plan.add_argument("--processes-per-edge", type=int, default=1,
+                      help="edge processes sharing each edge's WebSocket port with SO_REUSEPORT, one core each (default: 1)")
     return parser
 
 
@@ -143,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.edges_per_region < 1 or args.nats_per_region < 1:
             print("ama plan: error: --edges-per-region and --nats-per-region must be at least 1", file=sys.stderr)
             return 2
-        print(json.dumps(plans.default_plan(args.edges_per_region, nats_per_region=args.nats_per_region), indent=2))
+        if args.processes_per_edge < 1:
+            print("ama plan: error: --processes-per-edge must be at least 1", file=sys.stderr)
+            return 2
+        plan = plans.default_plan(args.edges_per_region, nats_per_region=args.nats_per_region, processes_per_edge=args.processes_per_edge)
+        print(json.dumps(plan, indent=2))
         return 0
     return 2
 

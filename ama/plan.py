@@ -63,13 +63,16 @@ def home_order(location: tuple[float, float], regions: list[dict]) -> list[str]:
     return [region["name"] for region in sorted(regions, key=lambda r: (great_circle_km(location, tuple(r["location"])), r["name"]))]
 
 
-def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1", nats_per_region: int = 1) -> dict:
+def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1", nats_per_region: int = 1, processes_per_edge: int = 1) -> dict:
     """Build the local three-region plan with ports taken free from the OS.
 
     With ``nats_per_region`` of 3 or more, each region's stream keeps three
-    replicas and survives the loss of its leader.
+    replicas and survives the loss of its leader. With ``processes_per_edge``
+    above 1, each edge is that many edge nodes (processes) named
+    ``...-edge-N-pK`` that share one WebSocket port with SO_REUSEPORT, so the
+    kernel spreads new sockets over them, one core each.
     """
-    per_region = 4 * nats_per_region + 1 + 2 * edges_per_region
+    per_region = 4 * nats_per_region + 1 + (1 + processes_per_edge) * edges_per_region
     ports = iter(free_ports(1 + per_region * len(DEFAULT_REGIONS), host))
     regions = []
     for name, location in DEFAULT_REGIONS:
@@ -87,10 +90,7 @@ def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1", nats_per_re
                 for i in range(nats_per_region)
             ],
             "region_services": [{"name": f"{name}-region-1", "http_port": next(ports)}],
-            "edges": [
-                {"name": f"{name}-edge-{i + 1}", "http_port": next(ports), "ws_port": next(ports), "location": list(location)}
-                for i in range(edges_per_region)
-            ],
+            "edges": [edge for i in range(edges_per_region) for edge in edge_processes(f"{name}-edge-{i + 1}", location, processes_per_edge, ports)],
         })
     for region in regions:
         for edge in region["edges"]:
@@ -98,6 +98,30 @@ def default_plan(edges_per_region: int = 1, host: str = "127.0.0.1", nats_per_re
     plan = {"version": PLAN_VERSION, "host": host, "core_region": DEFAULT_CORE_REGION, "core": {"name": "core-1", "http_port": next(ports)}, "regions": regions}
     validate(plan)
     return plan
+
+
+def edge_processes(name: str, location: tuple[float, float], processes: int, ports) -> list[dict]:
+    """Return the plan entries of one edge run as ``processes`` edge nodes on one shared WebSocket port."""
+    ws_port = next(ports)
+    if processes == 1:
+        return [{"name": name, "http_port": next(ports), "ws_port": ws_port, "location": list(location)}]
+    return [
+        {"name": f"{name}-p{k + 1}", "http_port": next(ports), "ws_port": ws_port, "reuse_port": True, "location": list(location)}
+        for k in range(processes)
+    ]
+
+
+def validate_shared_ports(plan: dict) -> None:
+    """Raise PlanError unless every edge that shares a WebSocket port with another sets ``reuse_port``."""
+    sharing: dict[tuple[str, int], list[dict]] = {}
+    for region in plan["regions"]:
+        for edge in region["edges"]:
+            host = edge.get("host", plan.get("host", "127.0.0.1"))
+            sharing.setdefault((host, edge.get("ws_port")), []).append(edge)
+    for (host, port), edges in sharing.items():
+        if len(edges) > 1 and not all(edge.get("reuse_port") is True for edge in edges):
+            names = [edge.get("name") for edge in edges]
+            raise PlanError(f"plan: edges {names} share ws_port {port} on {host}; set \"reuse_port\": true on each of them, or give each its own port")
 
 
 def validate(plan: dict) -> None:
@@ -134,6 +158,7 @@ def validate(plan: dict) -> None:
             unknown = set(edge.get("home_regions", [])) - set(names)
             if unknown or not edge.get("home_regions"):
                 raise PlanError(f"plan.regions[{region['name']}].edges[{edge.get('name')}].home_regions must name known regions")
+    validate_shared_ports(plan)
 
 
 def stream_replicas(region: dict) -> int:

@@ -32,10 +32,12 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
     log.info("edge starting http_port=%d ws_port=%d", node.config["http_port"], node.config["ws_port"])
     http_stop = asyncio.Event()
     try:
-        async with serve_sockets(endpoint, view.bind_host(node.config), node.config["ws_port"]) as server:
+        reuse_port = node.config.get("reuse_port", False)
+        async with serve_sockets(endpoint, view.bind_host(node.config), node.config["ws_port"], reuse_port) as server:
             async with asyncio.TaskGroup() as tasks:
                 background = [
                     tasks.create_task(node.close_idle_rooms()),
+                    tasks.create_task(endpoint.keepalive.run()),
                     tasks.create_task(publish_heartbeats(lambda: node.nc, "edge", name, node.current_region)),
                     tasks.create_task(node.return_home()),
                     tasks.create_task(endpoint.watch_stalls()),
@@ -48,7 +50,7 @@ async def run(plan_path: Path, name: str, geoip: Path | None, trusted_proxies: l
                 server.close(close_connections=False)
                 await endpoint.shutdown()
                 http_stop.set()
-                for task in background[:4]:
+                for task in background[:-1]:
                     task.cancel()
     finally:
         await node.stop()

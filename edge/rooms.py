@@ -66,7 +66,7 @@ def text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Client:
     """One joined socket."""
 
@@ -129,6 +129,8 @@ class EdgeRoom:
         # The joined sockets of each class, as tuples rebuilt on join and leave, for the broadcast loop.
         self.members: dict[str, tuple[Client, ...]] = {AUDIENCE: (), STAFF: ()}
         self.by_user: dict[str, set[Client]] = defaultdict(set)
+        # The joined sockets skipping patches until they drain (``stale_since`` set).
+        self.behind: set[Client] = set()
         self.outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
         self.commits: list[PendingCommit] = []
         self.watermark: dict[int, int] = {}
@@ -242,12 +244,14 @@ class EdgeRoom:
             return
         if client.stale_since is None:
             client.stale_since = time.monotonic()
+            self.behind.add(client)
         self.dirty.set()
 
     def detach(self, client: Client) -> None:
         if client in self.clients:
             self.members[client.audience_class] = tuple(member for member in self.members[client.audience_class] if member is not client)
         self.clients.discard(client)
+        self.behind.discard(client)
         users = self.by_user.get(client.actor.user_id)
         if users is not None:
             users.discard(client)
@@ -394,15 +398,18 @@ class EdgeRoom:
         """Flush on the first change after a quiet tick, then at most once per ``TICK_S``.
 
         An idle room's first change goes out at once; under load changes are
-        batched into one patch per tick.
+        batched into one patch per tick. A tick counts from the start of a
+        flush, so a flush to many sockets that outlasts a tick is followed by
+        the next one at once. A change applied during a flush then goes out
+        in the next flush, with no tick of waiting between them.
         """
-        last_flush = 0.0
+        started = -TICK_S
         while True:
             await self.dirty.wait()
-            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - last_flush)))
+            await asyncio.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
             self.dirty.clear()
+            started = time.monotonic()
             self.flush()
-            last_flush = time.monotonic()
 
     def flush(self) -> None:
         """Send this tick's patches and personal frames."""
@@ -412,7 +419,7 @@ class EdgeRoom:
             patch = view.patch(self.room, changes)
             if patch is not None:
                 self._broadcast(text_frame(patch), self.members[name], now)
-        for client in [client for client in self.clients if client.stale_since is not None]:
+        for client in list(self.behind):
             self._catch_up(client, now)
         for user_id in self._users_touched(changes):
             for client in list(self.by_user.get(user_id, ())):
@@ -441,6 +448,7 @@ class EdgeRoom:
             transport = websocket.transport
             if transport.get_write_buffer_size() > STALE_BYTES:
                 client.stale_since = now
+                self.behind.add(client)
                 self.dirty.set()
             else:
                 transport.write(frame)
@@ -451,6 +459,7 @@ class EdgeRoom:
             # A snapshot replaces every patch and personal frame it skipped.
             client.write(self.classes[client.audience_class].snapshot(self.room, client.actor))
             client.stale_since = None
+            self.behind.discard(client)
         elif now - client.stale_since > STUCK_S:
             log.warning("room=%s conn=%s closed: stuck for %.0f s", self.room_id, client.conn_id, now - client.stale_since)
             asyncio.create_task(client.websocket.close(CLOSE_SLOW, "too slow: reconnect to resume"))

@@ -72,6 +72,25 @@ def test_default_plan_two_edges_per_region():
     assert len(ports) == 1 + 3 * (4 + 1 + 4)
 
 
+def test_default_plan_edge_processes_share_port():
+    plan = default_plan(processes_per_edge=2)
+
+    for region in plan["regions"]:
+        edges = region["edges"]
+        assert [edge["name"] for edge in edges] == [f"{region['name']}-edge-1-p1", f"{region['name']}-edge-1-p2"]
+        assert edges[0]["ws_port"] == edges[1]["ws_port"]
+        assert edges[0]["http_port"] != edges[1]["http_port"]
+        assert [edge["reuse_port"] for edge in edges] == [True, True]
+
+
+def test_shared_ws_port_needs_reuse_port():
+    plan = default_plan(processes_per_edge=2)
+    del plan["regions"][0]["edges"][1]["reuse_port"]
+
+    with pytest.raises(PlanError, match="reuse_port"):
+        validate(plan)
+
+
 def test_default_plan_loopback_host(plan):
     assert plan["host"] == "127.0.0.1"
     assert View(plan).core_url() == f"http://127.0.0.1:{plan['core']['http_port']}"
