@@ -137,3 +137,21 @@ def namespaces_unavailable() -> str | None:
     except netns.NetnsError as exc:
         return str(exc)
     return None
+
+
+def summary(report: dict) -> str:
+    """Return the fields that explain a failed drill, for assertion messages."""
+    keys = ("lost", "duplicated", "unacknowledged", "converged", "replicas_checked", "detect_s", "rehome_s", "client_reconnects", "problems")
+    return json.dumps({key: report.get(key) for key in keys})
+
+
+def run_drill(process: UpProcess, *args: str) -> tuple[int, dict]:
+    """Run a short ``ama drill`` against ``process``; return its exit status and JSON report.
+
+    Options in ``args`` come last, so they override these defaults.
+    """
+    argv = [sys.executable, "-m", "ama.cli", "drill", "--data-dir", str(process.data_dir), "--json",
+            "--before", "2", "--hold", "4", "--after", "2", "--clients-per-region", "5", *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip(), result.stderr
+    return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])

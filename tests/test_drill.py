@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ama import netns, plan as plans
 from ama.drill.history import History, Sent, check, percentile
 from ama.drill.run import RESTORE_ALLOWANCE_S, DrillError, DrillOptions, intent_budget, schedule, validate
-from tests.harness import UpProcess, namespaces_unavailable
+from tests.harness import UpProcess, namespaces_unavailable, run_drill, summary
 
 
 def vote(intent_id: str, user: str, question: str, value: int, sent_at: float, acked: bool = True) -> Sent:
@@ -136,21 +134,6 @@ def drill_cluster(tmp_path_factory):
         process.stop()
 
 
-def summary(report: dict) -> str:
-    """Return the fields that explain a failed drill, for assertion messages."""
-    keys = ("lost", "duplicated", "unacknowledged", "converged", "replicas_checked", "detect_s", "rehome_s", "client_reconnects", "problems")
-    return json.dumps({key: report.get(key) for key in keys})
-
-
-def run_drill(process: UpProcess, *args: str) -> tuple[int, dict]:
-    # Options in ``args`` come last, so they override these defaults.
-    argv = [sys.executable, "-m", "ama.cli", "drill", "--data-dir", str(process.data_dir), "--json",
-            "--before", "2", "--hold", "4", "--after", "2", "--clients-per-region", "5", *args]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert result.stdout.strip(), result.stderr
-    return result.returncode, json.loads(result.stdout.strip().splitlines()[-1])
-
-
 REPORT_FIELDS = {
     "fault", "target", "intents_sent", "intents_acked", "intents_committed", "lost", "duplicated", "converged",
     "detect_s", "rehome_s", "converge_s", "client_reconnects", "p99_ms_before", "p99_ms_during", "p99_ms_after",
@@ -201,49 +184,6 @@ def test_drill_rejects_unknown_region(drill_cluster):
     assert "unknown region 'mars'" in result.stderr
 
 
-@pytest.fixture(scope="module")
-def netns_cluster(tmp_path_factory):
-    process = UpProcess(tmp_path_factory.mktemp("partition") / "data", ["--netns"])
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
-        # ama up removes its namespaces on a clean stop; after a kill they
-        # would stay, so remove them here too.
-        kept = process.data_dir / "plan.json"
-        if kept.exists():
-            net = netns.layout(plans.load(kept))
-            if net is not None:
-                netns.destroy(net)
-
-
-@pytest.mark.cluster
-@pytest.mark.skipif(namespaces_unavailable() is not None, reason=f"ama up --netns cannot run here: {namespaces_unavailable()}")
-def test_partition_region_drill_keeps_both_sides_working_and_converges(netns_cluster):
-    # A hold longer than the NATS servers' ping timeout (3 pings 2 s apart),
-    # so the gateway connections are seen to drop.
-    argv = [sys.executable, "-m", "ama.cli", "drill", "partition-region", "eu-central", "--data-dir", str(netns_cluster.data_dir),
-            "--json", "--before", "2", "--hold", "9", "--after", "2", "--clients-per-region", "5"]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert result.stdout.strip(), result.stderr
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert result.returncode == 0, summary(report)
-    assert report["lost"] == 0
-    assert report["duplicated"] == 0
-    assert report["converged"] is True
-    assert report["intents_committed"] == report["intents_sent"]
-    # Both sides took writes while cut off from each other, and their
-    # replicas differed until the heal.
-    assert all(count > 0 for count in report["acked_during"].values()), report["acked_during"]
-    assert report["split_observed"] is True
-    assert report["detect_s"] is not None and report["detect_s"] < 9
-    assert report["client_reconnects"] == 0
-    listed = subprocess.run(["ip", "-n", netns_cluster.info["netns"]["regions"]["eu-central"]["namespace"], "route", "show"],
-                            capture_output=True, text=True).stdout
-    assert "blackhole" not in listed
-
-
 @pytest.mark.skipif(namespaces_unavailable() is not None, reason=f"ama up --netns cannot run here: {namespaces_unavailable()}")
 def test_up_refuses_netns_on_a_plan_made_without_it(tmp_path):
     from ama.supervisor import UpError, prepare_plan
@@ -253,28 +193,3 @@ def test_up_refuses_netns_on_a_plan_made_without_it(tmp_path):
         prepare_plan(tmp_path, None, use_netns=True)
     with pytest.raises(UpError, match="--netns applies to the default plan only"):
         prepare_plan(tmp_path, tmp_path / "plan.json", use_netns=True)
-
-
-@pytest.fixture(scope="module")
-def replicated_cluster(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("replicated")
-    plan = directory / "plan.json"
-    plan.write_text(json.dumps(plans.default_plan(nats_per_region=3)))
-    process = UpProcess(directory / "data", ["--plan", str(plan)])
-    try:
-        process.start()
-        yield process
-    finally:
-        process.stop()
-
-
-@pytest.mark.cluster
-def test_kill_stream_leader_drill_loses_nothing(replicated_cluster):
-    status, report = run_drill(replicated_cluster, "kill-stream-leader", "us-east", "--hold", "7")
-    assert status == 0, summary(report)
-    assert report["lost"] == 0
-    assert report["duplicated"] == 0
-    assert report["converged"] is True
-    assert report["intents_committed"] == report["intents_sent"]
-    # Another server of the region took the stream over while the killed one was down.
-    assert report["detect_s"] is not None
