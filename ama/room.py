@@ -184,6 +184,9 @@ class Room:
             # pycrdt 0.14.13 can delete a vote key through an update's delete
             # set without a map event for that key (reproduced with recorded
             # updates in the tests), so the incremental totals would miss it.
+            # NOTE: an unreported change that keeps the number of keys (one
+            # key deleted, another added, both silently) would stay uncounted
+            # until the key changes again or the room is reloaded.
             self.unreported_vote_changes += 1
             self.reconcile()
         elif was_pending and not self.has_pending:

@@ -132,6 +132,12 @@ class StallGuard:
     behind would then replay its old intents after its newer ones, so every
     socket open across a stall is closed with 1012 and its frames are
     dropped unread; each client resends its outbox wherever it reconnects.
+
+    NOTE: an edge that is slow rather than stopped (its loop never pauses
+    for STALL_S, yet an intent waits longer than the clients' 4 s ack
+    timeout) is not covered: a client that moved on may still see an old
+    vote applied after its newer one. Ordering each user's votes by a
+    client sequence in the room model would close that gap.
     """
 
     def __init__(self, now: float):
