@@ -147,3 +147,21 @@ def test_moderator_invite_and_ban(browser, cluster):
     assert host_errors == []
     assert moderator_errors == []
     assert audience_errors == []
+
+
+def test_outbox_survives_a_reload(browser, cluster):
+    room = cluster.create_room("Browser reload")
+    region = cluster.regions()[1]
+    page, errors = join(browser, edge_page(cluster, region) + "/?room={room}&code={code}".format(**room), "Hedy", region)
+    # An ask that this tab queued but the edge never received, as after a
+    # reload while the socket was down.
+    intent = {"type": "ask", "id": "5b0c6f0e-2f4c-4f1e-9a43-0c1d8c7e2a11", "text": "Asked before the reload", "anonymous": False}
+    page.evaluate("([key, frames]) => sessionStorage.setItem(key, JSON.stringify(frames))", [f"ama.outbox.{room['room']}", [intent]])
+    page.reload()
+
+    question = page.get_by_test_id("question").filter(has_text="Asked before the reload")
+    playwright.expect(question).to_have_count(1, timeout=WAIT_MS)
+    # Committed, so the stored outbox is empty again and the core has it.
+    page.wait_for_function("key => sessionStorage.getItem(key) === null", arg=f"ama.outbox.{room['room']}", timeout=WAIT_MS)
+    assert any(view["text"] == "Asked before the reload" for view in cluster.export(room)["questions"])
+    assert errors == []

@@ -396,6 +396,7 @@ async function readJsonBody(response) {
 function startSession(roomId, token, edgeUrls, tokenSource) {
   if (roomId !== state.roomId) {
     resetStaffTools();
+    restoreOutbox(roomId);
   }
   state.roomId = roomId;
   state.token = token;
@@ -1085,9 +1086,45 @@ function isPinned(questionId) {
 // Intents and the outbox
 // ---------------------------------------------------------------------------
 
+// The outbox is kept in this tab's sessionStorage, so intents the edge has
+// not committed survive a reload and are resent after the next welcome.
+// Each tab keeps its own: two tabs never resend each other's intents.
+function storeOutbox() {
+  if (!state.roomId) {
+    return;
+  }
+  const key = `ama.outbox.${state.roomId}`;
+  try {
+    if (state.outbox.size) {
+      sessionStorage.setItem(key, JSON.stringify([...state.outbox.values()]));
+    } else {
+      sessionStorage.removeItem(key);
+    }
+  } catch (error) {
+    console.warn(`Storing the outbox of room ${state.roomId} failed (${error.message}); unsent intents will not survive a reload.`);
+  }
+}
+
+// Replace the outbox with the one stored for `roomId`, keeping only entries
+// shaped like intents.
+function restoreOutbox(roomId) {
+  state.outbox.clear();
+  try {
+    const stored = JSON.parse(sessionStorage.getItem(`ama.outbox.${roomId}`) || "[]");
+    for (const frame of Array.isArray(stored) ? stored : []) {
+      if (frame && typeof frame.id === "string" && typeof frame.type === "string") {
+        state.outbox.set(frame.id, frame);
+      }
+    }
+  } catch (error) {
+    console.warn(`Reading the stored outbox of room ${roomId} failed (${error.message}).`);
+  }
+}
+
 function submitIntent(fields) {
   const frame = { ...fields, id: newIntentId() };
   state.outbox.set(frame.id, frame);
+  storeOutbox();
   sendFrame(frame);
   markIntentDirty(frame);
   renderNow();
@@ -1129,6 +1166,7 @@ function dropIntent(id) {
   }
   state.outbox.delete(id);
   state.acceptedIntents.delete(id);
+  storeOutbox();
   markIntentDirty(intent);
   return intent;
 }
