@@ -255,6 +255,7 @@ class Ingest:
                 replica = self.replicas.replicas.get(room_id)
                 if replica is None:
                     continue
+                replica.room.check_vote_keys()
                 try:
                     await self.nc.publish(subjects.watermark(room_id), replica.room.state_vector())
                 except nats.errors.Error as exc:

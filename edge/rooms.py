@@ -344,6 +344,8 @@ class EdgeRoom:
                 pass
             self.sync_needed.clear()
             await self.sync()
+            if self.replica.room.check_vote_keys():
+                self.dirty.set()
 
     async def _publish(self) -> None:
         """Publish the outbox in order, one message per batch of the intents queued meanwhile.

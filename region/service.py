@@ -294,6 +294,9 @@ class RegionService:
             now = time.monotonic()
             for room_id in [room for room, seen in self.active.items() if now - seen < ACTIVE_ROOM_S]:
                 await self._heal(room_id)
+                replica = self.replicas.get(room_id)
+                if replica is not None:
+                    replica.room.check_vote_keys()
 
     async def _heal_once(self, room_id: str) -> None:
         """Heal a gap with one sync round; later gaps of the room wait until it ends."""
