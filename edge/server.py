@@ -74,6 +74,11 @@ CLOSE_PING_TIMEOUT = 1011
 CLOSE_RESTART = 1012
 CLOSE_TRY_LATER = 1013
 CLOSE_RATE_LIMITED = 4029
+# Connections the kernel queues before the edge accepts them (capped by
+# net.core.somaxconn). asyncio's default of 100 overflowed in a connect
+# storm while the edge verified tokens, and each dropped SYN cost the
+# client a 1 s retransmission.
+LISTEN_BACKLOG = 1024
 # The edge checks its own event loop every STALL_CHECK_S; a gap longer than
 # STALL_S means the process was stopped or starved. It stays under the
 # clients' 4 s ack timeout, so a client that moved away is always covered.
@@ -386,4 +391,5 @@ def serve_sockets(endpoint: Endpoint, host: str, port: int, reuse_port: bool = F
         ping_interval=None,
         close_timeout=2,
         reuse_port=reuse_port,
+        backlog=LISTEN_BACKLOG,
     )
