@@ -15,6 +15,7 @@ Both use a temporary directory and no network.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import tempfile
@@ -96,11 +97,19 @@ def run_ingest(updates: int, progress) -> dict:
     """Measure the core's durable updates per second with its fetch batch (512) and with one update per transaction."""
     from core.service import FETCH_BATCH
 
-    with tempfile.TemporaryDirectory(prefix="ama-bench-ingest-") as folder:
-        batched = asyncio.run(ingest(updates, FETCH_BATCH, Path(folder)))
-        progress(f"ama: {batched['updates_per_second']} durable updates/s in batches of {FETCH_BATCH}")
-        single = asyncio.run(ingest(max(100, updates // 10), 1, Path(folder)))
-        progress(f"ama: {single['updates_per_second']} durable updates/s one per transaction")
+    # The core's INFO lines (snapshots, loads) would interleave with the
+    # bench's progress lines; warnings still show.
+    core_log = logging.getLogger("ama")
+    level = core_log.level
+    core_log.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ama-bench-ingest-") as folder:
+            batched = asyncio.run(ingest(updates, FETCH_BATCH, Path(folder)))
+            progress(f"ama: {batched['updates_per_second']} durable updates/s in batches of {FETCH_BATCH}")
+            single = asyncio.run(ingest(max(100, updates // 10), 1, Path(folder)))
+            progress(f"ama: {single['updates_per_second']} durable updates/s one per transaction")
+    finally:
+        core_log.setLevel(level)
     return {
         "updates_per_second": batched["updates_per_second"],
         "updates_per_second_one_per_transaction": single["updates_per_second"],
