@@ -18,7 +18,8 @@ class Routing:
         database = GeoDatabase(geoip) if geoip is not None else None
         self.resolver = Resolver(view.plan["regions"], view.plan.get("default_region_order") or default_order, database)
         self.board = HealthBoard(time.monotonic())
-        self.edge_urls = {name: view.edge_ws_urls(name) for name in view.region_names()}
+        # Edge processes that share a port (SO_REUSEPORT) share one URL, listed once.
+        self.edge_urls = {name: list(dict.fromkeys(view.edge_ws_urls(name))) for name in view.region_names()}
         self.edge_url_of = {edge["name"]: view.edge_ws_url(edge) for region in view.plan["regions"] for edge in region["edges"]}
 
     def client_ip(self, peer: str | None, forwarded_for: list[str]) -> str | None:
@@ -27,7 +28,11 @@ class Routing:
     def locate(self, client_ip: str | None) -> dict:
         now = time.monotonic()
         unhealthy = self.board.unhealthy_regions(self.view.region_names(), now)
-        unhealthy_edges = {self.edge_url_of[name] for name in self.board.unhealthy_edges(list(self.edge_url_of), now)}
+        # A shared URL is unhealthy only when every process behind it is: the
+        # kernel hands new sockets only to processes still listening.
+        unhealthy_names = set(self.board.unhealthy_edges(list(self.edge_url_of), now))
+        healthy_urls = {url for name, url in self.edge_url_of.items() if name not in unhealthy_names}
+        unhealthy_edges = {self.edge_url_of[name] for name in unhealthy_names} - healthy_urls
         return self.resolver.locate(client_ip, self.edge_urls, unhealthy, unhealthy_edges)
 
     def locate_request(self, request) -> dict:

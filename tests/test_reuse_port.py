@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from ama.client import AmaClient
-from ama.plan import default_plan
+from ama.health import TIMEOUT_S
+from ama.plan import View, default_plan
+from ama.routing import Routing
 from tests.harness import ClusterApi, UpProcess
 
 pytestmark = pytest.mark.cluster
@@ -58,3 +61,31 @@ async def test_shared_port_spreads_sockets_and_votes(shared_port_cluster):
             await client.wait_for(lambda state: state.questions[question]["up"] == SOCKETS, WAIT_S)
     finally:
         await asyncio.gather(*(client.close() for client in [host, *clients]))
+
+
+
+def located_edges(view: View, dead: set[str]) -> list[str]:
+    """Return the edge URLs /v1/locate gives when the edge processes in ``dead`` send no heartbeats."""
+    routing = Routing(view, view.region_names(), None, [])
+    now = time.monotonic()
+    routing.board.started_at = now - 2 * TIMEOUT_S
+    for region in view.plan["regions"]:
+        routing.board.record("region", region["region_services"][0]["name"], region["name"], now)
+        for edge in region["edges"]:
+            if edge["name"] not in dead:
+                routing.board.record("edge", edge["name"], region["name"], now)
+    return routing.locate(None)["edges"]
+
+
+def test_locate_lists_a_shared_port_once():
+    view = View(default_plan(processes_per_edge=2))
+    edges = located_edges(view, set())
+    assert len(edges) == len(set(edges)) == 3
+
+
+def test_locate_keeps_a_shared_port_while_one_process_lives():
+    view = View(default_plan(processes_per_edge=2))
+    first, second = (edge["name"] for edge in view.plan["regions"][0]["edges"])
+    healthy = located_edges(view, set())
+    assert located_edges(view, {first}) == healthy
+    assert located_edges(view, {first, second})[-1] == healthy[0]

@@ -177,6 +177,8 @@ async def run_drill(options: DrillOptions) -> dict:
             await _phase(drill, "during", options.hold_s)
             if fault[0] == "partition-region":
                 drill.split_observed = await asyncio.to_thread(_split, drill, room["room"], fault[1])
+            if options.progress:
+                print(f"restoring after {fault[0]} {fault[1]}; the audience keeps voting", flush=True)
             await asyncio.to_thread(_restore, drill)
             drill.restored_at = time.monotonic()
             drill.faults_run.append({"fault": fault[0], "target": fault[1], "with_edges": fault[2]})
@@ -250,7 +252,7 @@ async def _wait_for_homes(drill: Drill, timeout_s: float = 30.0) -> None:
             break
         if drill.options.progress:
             noun = "edge" if len(away) == 1 else "edges"
-            print(f"waiting for {len(away)} {noun} to move back to their home region before the drill starts", flush=True)
+            print(f"waiting for {len(away)} {noun} to move back home before the drill starts", flush=True)
         await asyncio.sleep(1.0)
 
 
@@ -412,6 +414,12 @@ async def _watch_detection(drill: Drill) -> None:
         await asyncio.sleep(0.05)
         if not drill.fault_at or drill.detected_at is not None:
             continue
+        drops = [moment for _, client in drill.clients for moment in client.dropped_at if moment >= drill.fault_at]
+        if drops:
+            # The client's own time of the drop: this loop may lag behind it
+            # while health checks of a hung edge time out.
+            drill.detected_at = min(drops)
+            continue
         if drill.current[0] == "partition-region":
             if await asyncio.to_thread(_gateways_lost, drill, drill.current[1]):
                 drill.detected_at = time.monotonic()
@@ -426,12 +434,6 @@ async def _watch_detection(drill: Drill) -> None:
             core_down = False
         else:
             core_down = await _home_region(core_url) is _DOWN
-        drops = [moment for _, client in drill.clients for moment in client.dropped_at if moment >= drill.fault_at]
-        if drops:
-            # The client's own time of the drop: this loop may lag behind it
-            # while health checks of a hung edge time out.
-            drill.detected_at = min(drops)
-            continue
         if core_down:
             drill.detected_at = time.monotonic()
             continue
