@@ -73,8 +73,8 @@ def new_cluster_id(chooser: random.Random | None = None) -> str:
 
 def choose_subnet(used: Iterable[str], chooser: random.Random | None = None) -> str:
     """Return a free /24 in 10.200.0.0-10.254.255.0 that overlaps none of the ``used`` networks."""
-    taken = [ipaddress.ip_network(network, strict=False) for network in used]
-    taken = [network for network in taken if network.version == 4]
+    occupied = [ipaddress.ip_network(network, strict=False) for network in used]
+    occupied = [network for network in occupied if network.version == 4]
     candidates = [
         ipaddress.ip_network(f"{SUBNET_FIRST_OCTET}.{second}.{third}.0/24")
         for second in SUBNET_SECOND_OCTETS for third in range(256)
@@ -82,7 +82,7 @@ def choose_subnet(used: Iterable[str], chooser: random.Random | None = None) -> 
     chooser = chooser or random.SystemRandom()
     chooser.shuffle(candidates)
     for candidate in candidates:
-        if not any(candidate.overlaps(network) for network in taken):
+        if not any(candidate.overlaps(network) for network in occupied):
             return str(candidate)
     raise NetnsError("no free /24 left in 10.200.0.0-10.254.255.0 for the cluster's namespaces; remove unused interfaces")
 

@@ -256,11 +256,13 @@ class View:
 
     def all_ports(self, host: str | None = None) -> list[int]:
         """Return every port of the plan, or with ``host`` only those of the nodes reached at that host."""
-        here = lambda node: host is None or self.node_host(node) == host
-        ports: list[Any] = [self.plan["core"]["http_port"]] if here(self.plan["core"]) else []
+        def on_host(node: dict) -> bool:
+            return host is None or self.node_host(node) == host
+
+        ports: list[Any] = [self.plan["core"]["http_port"]] if on_host(self.plan["core"]) else []
         for region in self.plan["regions"]:
-            for server in filter(here, region["nats"]):
+            for server in filter(on_host, region["nats"]):
                 ports += [server["client_port"], server["cluster_port"], server["gateway_port"], server["monitor_port"]]
-            ports += [service["http_port"] for service in filter(here, region["region_services"])]
-            ports += [port for edge in filter(here, region["edges"]) for port in (edge["http_port"], edge["ws_port"])]
+            ports += [service["http_port"] for service in filter(on_host, region["region_services"])]
+            ports += [port for edge in filter(on_host, region["edges"]) for port in (edge["http_port"], edge["ws_port"])]
         return ports

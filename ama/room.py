@@ -182,7 +182,7 @@ class Room:
             self.reconcile()
 
     def check_vote_keys(self) -> bool:
-        """Recount the totals when the document holds another number of vote keys than its events reported.
+        """Recount the totals when the document contains another number of vote keys than its events reported.
 
         pycrdt 0.14.13 can delete a vote key through an update's delete set
         without a map event for that key (reproduced with recorded updates in
@@ -568,6 +568,11 @@ def decode_state_vector(state_vector: bytes) -> dict[int, int]:
         raise ValueError("malformed state vector")
     pairs = values[1:]
     return {pairs[i]: pairs[i + 1] for i in range(0, len(pairs), 2)}
+
+
+def covers_state(state_vector: dict[int, int], other: dict[int, int]) -> bool:
+    """Tell whether a decoded state vector covers every item of the decoded state vector ``other``."""
+    return all(covers(state_vector, client_id, clock) for client_id, clock in other.items())
 
 
 def covers(state_vector: dict[int, int], client_id: int, clock: int) -> bool:

@@ -148,6 +148,7 @@ def build_app(state: CoreState) -> Starlette:
         record = await _room_or_404(request, state)
         _authorize_host(request, state, record.room)
         replica = await state.replicas.get(record.room)
+        replica.room.check_vote_keys()
         body = replica.room.export()
         body["exported_at"] = now_ms()
         return JSONResponse(body)

@@ -247,7 +247,8 @@ class Ingest:
             await asyncio.sleep(WATERMARK_TICK_S)
             rooms, self.dirty = self.dirty, set()
             now = time.monotonic()
-            if now - last_refresh >= WATERMARK_REFRESH_S:
+            refresh = now - last_refresh >= WATERMARK_REFRESH_S
+            if refresh:
                 last_refresh = now
                 self.active = {room: seen for room, seen in self.active.items() if now - seen < ACTIVE_ROOM_S}
                 rooms |= set(self.active)
@@ -255,7 +256,9 @@ class Ingest:
                 replica = self.replicas.replicas.get(room_id)
                 if replica is None:
                     continue
-                replica.room.check_vote_keys()
+                if refresh:
+                    # O(votes), so on the refresh cadence, not on every tick.
+                    replica.room.check_vote_keys()
                 try:
                     await self.nc.publish(subjects.watermark(room_id), replica.room.state_vector())
                 except nats.errors.Error as exc:

@@ -134,13 +134,13 @@ class StallGuard:
     While an edge process is stopped (SIGSTOP, a paused VM) the kernel keeps
     accepting its clients' frames. A client whose intent got no ack moves to
     another edge and resends its outbox there. Applying the frames it left
-    behind would then replay its old intents after its newer ones, so every
+    behind would then replay its old intents after its newer ones. So every
     socket open across a stall is closed with 1012 and its frames are
-    dropped unread; each client resends its outbox wherever it reconnects.
+    dropped unread, and each client resends its outbox wherever it reconnects.
 
-    NOTE: an edge that is slow rather than stopped (its loop never pauses
-    for STALL_S, yet an intent waits longer than the clients' 4 s ack
-    timeout) is not covered: a client that moved on may still see an old
+    NOTE: an edge that is slow rather than stopped is not covered. If its
+    loop never pauses for STALL_S while an intent waits longer than the
+    clients' 4 s ack timeout, a client that moved on may still see an old
     vote applied after its newer one. Ordering each user's votes by a
     client sequence in the room model would close that gap.
     """

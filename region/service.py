@@ -38,7 +38,7 @@ from nats.js.errors import BadRequestError
 from ama import subjects
 from ama.natsutil import guarded
 from ama.replication import Replica, UpdateMessage, decode_sync, decode_update, encode
-from ama.room import Room, decode_state_vector
+from ama.room import Room, covers_state, decode_state_vector
 
 log = logging.getLogger("ama.region")
 
@@ -68,7 +68,7 @@ def evictable(idle_s: float, evict_after_s: float, state_vector: dict[int, int],
     """
     if idle_s < evict_after_s or watermark is None:
         return False
-    return all(clock <= watermark.get(client, 0) for client, clock in state_vector.items())
+    return covers_state(watermark, state_vector)
 
 
 class RegionService:
@@ -178,7 +178,7 @@ class RegionService:
             self.missing_since.pop(room_id, None)
             return False
         ours = decode_state_vector(self.replicas[room_id].room.state_vector())
-        if all(clock <= watermark[1].get(client, 0) for client, clock in ours.items()):
+        if covers_state(watermark[1], ours):
             self.missing_since.pop(room_id, None)
             return False
         self.missing_since.setdefault(room_id, now)

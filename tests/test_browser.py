@@ -165,3 +165,31 @@ def test_outbox_survives_a_reload(browser, cluster):
     page.wait_for_function("key => sessionStorage.getItem(key) === null", arg=f"ama.outbox.{room['room']}", timeout=WAIT_MS)
     assert any(view["text"] == "Asked before the reload" for view in cluster.export(room)["questions"])
     assert errors == []
+
+
+def test_rate_limited_votes_are_resent(browser, cluster):
+    room = cluster.create_room("Browser burst")
+    region = cluster.regions()[0]
+    page, errors = join(browser, edge_page(cluster, region) + "/?room={room}&code={code}".format(**room), "Katherine", region)
+    page.get_by_test_id("ask-text").fill("Does a burst of votes get through?")
+    page.get_by_test_id("ask-submit").click()
+    question = page.get_by_test_id("question").filter(has_text="Does a burst of votes get through?")
+    playwright.expect(question).to_have_count(1, timeout=WAIT_MS)
+    question_id = question.get_attribute("data-question-id")
+
+    # 46 votes at once, over the socket's burst of 30: the edge drops some
+    # with one rate_limited error, and the page must resend them. The last
+    # vote is +1.
+    page.evaluate(
+        """questionId => {
+            for (let index = 0; index < 46; index += 1) {
+                submitIntent({ type: "vote", question: questionId, value: [1, -1, 0][index % 3] });
+            }
+        }""",
+        question_id,
+    )
+    page.wait_for_function("() => state.outbox.size === 0", timeout=30_000)
+    playwright.expect(question.get_by_test_id("up-count")).to_have_text("1", timeout=WAIT_MS)
+    view = next(view for view in cluster.export(room)["questions"] if view["id"] == question_id)
+    assert view["up"] == 1
+    assert errors == []

@@ -96,6 +96,17 @@ def test_every_service_answers_healthz(up):
             assert response.status == 200, url
 
 
+def test_edge_socket_port_listen_backlog(up):
+    # ss prints a listening socket's backlog in its Send-Q column.
+    from edge.server import LISTEN_BACKLOG
+
+    plan = json.loads((up.data_dir / "plan.json").read_text())
+    port = plan["regions"][0]["edges"][0]["ws_port"]
+    listing = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=10).stdout.split()
+    assert listing[0] == "LISTEN"
+    assert int(listing[2]) == LISTEN_BACKLOG
+
+
 async def test_question_crosses_regions(cluster):
     room = cluster.create_room("Cross-region")
     regions = cluster.regions()

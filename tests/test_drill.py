@@ -154,7 +154,7 @@ def test_kill_region_drill_loses_nothing(drill_cluster):
 
 @pytest.mark.cluster
 def test_hung_edges_drill_moves_clients_and_replays_nothing(drill_cluster):
-    # Clients give up on a silent edge after 4 s; the resumed edge must then
+    # Clients give up on a silent edge after 4 s. The resumed edge must then
     # drop the frames they left queued there, or old votes would be applied
     # after newer ones.
     status, report = run_drill(drill_cluster, "hang-region", "eu-central", "--with-edges", "--hold", "7")
@@ -185,7 +185,7 @@ def test_drill_rejects_unknown_region(drill_cluster):
 
 
 @pytest.mark.skipif(namespaces_unavailable() is not None, reason=f"ama up --netns cannot run here: {namespaces_unavailable()}")
-def test_up_refuses_netns_on_a_plan_made_without_it(tmp_path):
+def test_up_netns_rejects_plain_plan(tmp_path):
     from ama.supervisor import UpError, prepare_plan
 
     prepare_plan(tmp_path, None)

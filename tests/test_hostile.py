@@ -269,7 +269,7 @@ async def test_no_hello_within_timeout_closes_1008(api):
 
 
 async def test_burst_is_rate_limited_but_keeps_its_socket(api, room, signer):
-    # What an edge sees after a stall: 400 frames of one socket at once.
+    # What an edge reads after a stall: 400 frames of one socket at once.
     token = signer.issue("u_00000000b0457000", room["room"], "audience", "burst")
     websocket = await hello_socket(api.edge(region_name(api, LIMITED_REGION)), token)
     question = str(uuid.uuid4())

@@ -23,8 +23,8 @@ def test_flood_sustained_closes():
 
 def test_flood_errors_once_per_second():
     flood = Flood()
-    tells = sum(flood.reject(step * 0.1)[1] for step in range(40))
-    assert tells == 4
+    errors_sent = sum(flood.reject(step * 0.1)[1] for step in range(40))
+    assert errors_sent == 4
 
 
 def test_flood_ends_after_quiet_second():

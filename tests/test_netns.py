@@ -184,16 +184,16 @@ def netns_cluster(tmp_path_factory):
         process.stop()
         # ama up removes its namespaces on a clean stop; after a kill they
         # would stay, so remove them here too.
-        kept = process.data_dir / "plan.json"
-        if kept.exists():
-            net = netns.layout(plans.load(kept))
+        plan_path = process.data_dir / "plan.json"
+        if plan_path.exists():
+            net = netns.layout(plans.load(plan_path))
             if net is not None:
                 netns.destroy(net)
 
 
 @pytest.mark.cluster
 @pytest.mark.skipif(namespaces_unavailable() is not None, reason=f"ama up --netns cannot run here: {namespaces_unavailable()}")
-def test_partition_region_drill_keeps_both_sides_working_and_converges(netns_cluster):
+def test_partition_drill_sides_work_and_converge(netns_cluster):
     # A hold longer than the NATS servers' ping timeout (3 pings 2 s apart),
     # so the gateway connections are seen to drop.
     argv = [sys.executable, "-m", "ama.cli", "drill", "partition-region", "eu-central", "--data-dir", str(netns_cluster.data_dir),

@@ -83,7 +83,7 @@ def test_locate_lists_a_shared_port_once():
     assert len(edges) == len(set(edges)) == 3
 
 
-def test_locate_keeps_a_shared_port_while_one_process_lives():
+def test_locate_shared_port_one_process_alive():
     view = View(default_plan(processes_per_edge=2))
     first, second = (edge["name"] for edge in view.plan["regions"][0]["edges"])
     healthy = located_edges(view, set())

@@ -243,11 +243,11 @@ async def _wait_for_homes(drill: Drill, timeout_s: float = 30.0) -> None:
     own fault.
     """
     view = plans.View(plans.load(drill.options.data_dir / "plan.json"))
-    wanted = {view.edge_http_url(edge): edge["home_regions"][0] for region in view.plan["regions"] for edge in region["edges"]}
+    first_homes = {view.edge_http_url(edge): edge["home_regions"][0] for region in view.plan["regions"] for edge in region["edges"]}
     deadline = time.monotonic() + timeout_s
     while True:
         homes = await _edge_homes(drill.info)
-        away = [url for url, home in wanted.items() if url in homes and homes[url] not in (home, _DOWN)]
+        away = [url for url, home in first_homes.items() if url in homes and homes[url] not in (home, _DOWN)]
         if not away or time.monotonic() > deadline:
             break
         if drill.options.progress:
